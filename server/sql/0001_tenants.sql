@@ -1,0 +1,8 @@
+-- The root of the data model: every other table is keyed by tenant first,
+-- so the schema can later be distributed by tenant.
+CREATE TABLE tenants (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    slug        text NOT NULL UNIQUE CHECK (slug ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
