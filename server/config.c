@@ -272,8 +272,8 @@ static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_
         return SB_ENOMEM;
     }
     /* string and math only: a config file computes values, it does no I/O. */
-    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
-    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 0);
+    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 1);
     lua_settop(L, 0);
 
     if (luaL_loadfilex(L, file, "t") != LUA_OK) {
@@ -288,7 +288,8 @@ static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_
     lua_getglobal(L, "math");
     lua_setfield(L, -2, "math");
     lua_pushvalue(L, -1);
-    lua_setupvalue(L, 1, 1);  /* env table stays at index 2 */
+    lua_setupvalue(L, 1, 1);
+    lua_insert(L, 1);         /* the env table stays at index 1 */
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         snprintf(err, errlen, "could not load configuration file: %s", lua_tostring(L, -1));
         rc = SB_EINVAL;

@@ -88,7 +88,7 @@ struct sb_db {
     int open_handles;
     void (*close_cb)(void *);
     void *close_data;
-    int up_logged;            /* "connection restored" logged once per outage */
+    int down_logged;          /* an outage is logged once, and its end */
 
     sb_db_conn_t *listen;
     char **channels;
@@ -256,9 +256,9 @@ static void conn_connected(sb_db_conn_t *c)
     sb_db_t *db = c->db;
 
     PQsetnonblocking(c->pg, 1);
-    if (c->failures > 0 && !db->up_logged)
+    if (db->down_logged)
         sb_log(SB_LOG_NOTICE, NULL, "database connection restored");
-    db->up_logged = 1;
+    db->down_logged = 0;
     c->failures = 0;
     if (c->is_listen) {
         conn_listen_send(c);
@@ -345,7 +345,8 @@ static void conn_broken(sb_db_conn_t *c, const char *why)
     int n = c->nresults;
     int was_up = c->state == CONN_READY || c->state == CONN_BUSY;
 
-    if (!db->closing && (was_up || c->failures == 0)) {
+    if (!db->closing && !db->down_logged) {
+        db->down_logged = 1;
         char msg[256];
         snprintf(msg, sizeof(msg), "%s", why ? why : "");
         msg[strcspn(msg, "\n")] = '\0';
@@ -369,8 +370,6 @@ static void conn_broken(sb_db_conn_t *c, const char *why)
         if (db->on_state)
             db->on_state(0, db->listen_data);
     }
-    if (db_up_count(db) == 0)
-        db->up_logged = 0;
 
     /* Leave the state consistent before calling out. */
     PGresult **res = c->results;

@@ -132,9 +132,11 @@ struct sb_http_server {
 struct sb_http_loopback {
     http_conn_t *conn;
     sb_buf_t output;
+    sb_buf_t inbox;           /* fed while the server was not reading */
     uv_timer_t done_timer;
+    uv_timer_t in_timer;
+    int reading;
     int closed;
-    int freed;
 };
 
 static http_parser_settings parser_settings;
@@ -725,6 +727,9 @@ static void conn_next(http_conn_t *c)
         sb_buf_init(&c->pending);
         conn_feed(c, data.data, data.len);
         sb_buf_free(&data);
+        /* Only part of the next request was buffered: read the rest. */
+        if (c->state == CONN_READING)
+            c->tp->read_start(c);
         return;
     }
     if (c->srv->draining) {
@@ -1154,8 +1159,31 @@ static void lb_write_raw(http_conn_t *c, const char *data, size_t len)
     sb_buf_append(&c->lb->output, data, len);
 }
 
-static void lb_nop(http_conn_t *c)
+static void lb_in_cb(uv_timer_t *t)
 {
+    sb_http_loopback_t *lb = t->data;
+    if (lb->conn == NULL || !lb->reading || lb->inbox.len == 0)
+        return;
+    sb_buf_t data = lb->inbox;
+    sb_buf_init(&lb->inbox);
+    conn_feed(lb->conn, data.data, data.len);
+    sb_buf_free(&data);
+}
+
+/* As a socket would, deliver what arrived meanwhile on a later iteration. */
+static void lb_read_start(http_conn_t *c)
+{
+    if (c->lb == NULL)
+        return;
+    c->lb->reading = 1;
+    if (c->lb->inbox.len)
+        uv_timer_start(&c->lb->in_timer, lb_in_cb, 0, 0);
+}
+
+static void lb_read_stop(http_conn_t *c)
+{
+    if (c->lb)
+        c->lb->reading = 0;
 }
 
 static void lb_linger(http_conn_t *c)
@@ -1170,16 +1198,20 @@ static void lb_close(http_conn_t *c)
 }
 
 static const http_transport_t lb_transport = {
-    lb_write, lb_write_raw, lb_nop, lb_nop, lb_linger, lb_close,
+    lb_write, lb_write_raw, lb_read_start, lb_read_stop, lb_linger, lb_close,
 };
 
 sb_http_loopback_t *sb_http_loopback_new(sb_http_server_t *srv)
 {
     sb_http_loopback_t *lb = sb_xcalloc(1, sizeof(*lb));
     sb_buf_init(&lb->output);
+    sb_buf_init(&lb->inbox);
     sb_buf_append(&lb->output, "", 0);
     uv_timer_init(srv->loop, &lb->done_timer);
     lb->done_timer.data = lb;
+    uv_timer_init(srv->loop, &lb->in_timer);
+    lb->in_timer.data = lb;
+    lb->reading = 1;
     lb->conn = conn_new(srv, &lb_transport);
     lb->conn->lb = lb;
     conn_arm_timer(lb->conn);
@@ -1188,8 +1220,13 @@ sb_http_loopback_t *sb_http_loopback_new(sb_http_server_t *srv)
 
 void sb_http_loopback_feed(sb_http_loopback_t *lb, const char *data, size_t len)
 {
-    if (lb->conn && lb->conn->state != CONN_CLOSING)
-        conn_feed(lb->conn, data, len);
+    if (lb->conn == NULL || lb->conn->state == CONN_CLOSING)
+        return;
+    if (!lb->reading || lb->inbox.len) {
+        sb_buf_append(&lb->inbox, data, len);
+        return;
+    }
+    conn_feed(lb->conn, data, len);
 }
 
 const char *sb_http_loopback_output(sb_http_loopback_t *lb, size_t *len)
@@ -1207,7 +1244,10 @@ int sb_http_loopback_closed(const sb_http_loopback_t *lb)
 static void lb_timer_closed(uv_handle_t *h)
 {
     sb_http_loopback_t *lb = h->data;
+    if (h == (uv_handle_t *)&lb->done_timer)
+        return;   /* in_timer closes last */
     sb_buf_free(&lb->output);
+    sb_buf_free(&lb->inbox);
     free(lb);
 }
 
@@ -1218,4 +1258,5 @@ void sb_http_loopback_free(sb_http_loopback_t *lb)
         conn_close(lb->conn);
     }
     uv_close((uv_handle_t *)&lb->done_timer, lb_timer_closed);
+    uv_close((uv_handle_t *)&lb->in_timer, lb_timer_closed);
 }

@@ -40,7 +40,7 @@ SWITCHBOARD_BIN = os.environ.get("SWITCHBOARD_BIN") or os.path.join(
     REPO, "build", "server", "switchboard")
 PGBIN = os.environ.get("SWITCHBOARD_TEST_PGBIN") or "/usr/lib/postgresql/15/bin"
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:")
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer")
 
 IS_ROOT = os.geteuid() == 0
 
@@ -107,13 +107,28 @@ def run_cli(args, env_extra=None, timeout=60, check_sanitizers=True, input=None)
     Fails the test if the process does not exit within `timeout` seconds or
     if its stderr carries a sanitizer report."""
     cmd = [SWITCHBOARD_BIN] + [str(a) for a in args]
+    # own session, so that on a timeout the whole group (workers too) is killed
+    proc = subprocess.Popen(cmd, env=clean_env(env_extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, errors="replace",
+                            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            start_new_session=True)
     try:
-        cp = subprocess.run(cmd, env=clean_env(env_extra), capture_output=True,
-                            text=True, errors="replace", timeout=timeout,
-                            input=input, stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        out = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        pytest.fail(f"{cmd!r} did not exit within {timeout}s; stderr tail:\n{tail(out)}")
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        pytest.fail(f"{cmd!r} did not exit within {timeout}s; stderr tail:\n{tail(err)}")
+    finally:
+        # nothing it started may outlive it
+        if group_members(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    cp = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if check_sanitizers:
         found = sanitizer_reports(cp.stderr)
         if found:

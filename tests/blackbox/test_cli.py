@@ -80,8 +80,8 @@ def test_size_suffixes_are_accepted(database, start_server, value):
 
 def test_max_body_size_suffix_is_applied(database, start_server):
     srv = start_server(database, env={"SWITCHBOARD_MAX_BODY_SIZE": "1KiB"})
-    ok = b'"' + b"a" * 1000 + b'"'
-    big = b'"' + b"a" * 1100 + b'"'
+    ok = b'["' + b"a" * 1000 + b'"]'
+    big = b'["' + b"a" * 1100 + b'"]'
     hdr = {"Content-Type": "application/json"}
     assert srv.request("POST", "/debug/echo", body=ok, headers=hdr)[0] == 200
     assert srv.request("POST", "/debug/echo", body=big, headers=hdr)[0] == 413
@@ -164,7 +164,7 @@ def test_environment_wins_over_config_file(database, start_server, config_file):
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port_a), timeout=5).close()
     # MAX_BODY_SIZE from the environment (4096) wins over the file's 100
-    body = b'"' + b"x" * 1000 + b'"'
+    body = b'["' + b"x" * 1000 + b'"]'
     status, _, resp = srv.request("POST", "/debug/echo", body=body,
                                   headers={"Content-Type": "application/json"})
     assert status == 200, resp
