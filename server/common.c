@@ -12,10 +12,13 @@
 const char *sb_strerror(int err)
 {
     switch (err) {
-#define XX(name, val, msg) case SB_##name: return msg;
-    SB_ERRNO_MAP(XX)
+#define XX(name, val, msg) \
+    case SB_##name:        \
+        return msg;
+        SB_ERRNO_MAP(XX)
 #undef XX
-    case 0: return "success";
+    case 0:
+        return "success";
     }
     return "unknown error";
 }
@@ -23,10 +26,13 @@ const char *sb_strerror(int err)
 const char *sb_err_name(int err)
 {
     switch (err) {
-#define XX(name, val, msg) case SB_##name: return #name;
-    SB_ERRNO_MAP(XX)
+#define XX(name, val, msg) \
+    case SB_##name:        \
+        return #name;
+        SB_ERRNO_MAP(XX)
 #undef XX
-    case 0: return "OK";
+    case 0:
+        return "OK";
     }
     return "UNKNOWN";
 }
@@ -92,8 +98,7 @@ char *sb_xasprintf(const char *fmt, ...)
 
 void sb_assert_fail(const char *expr, const char *file, int line)
 {
-    fprintf(stderr, "PANIC:  assertion failed: %s, file \"%s\", line %d\n",
-            expr, file, line);
+    fprintf(stderr, "PANIC:  assertion failed: %s, file \"%s\", line %d\n", expr, file, line);
     abort();
 }
 

@@ -10,33 +10,8 @@
 #include <stdint.h>
 #include <stdarg.h>
 
-/*
- * Error codes.  Every function that can fail returns 0 or one of these
- * (all negative).  SB_AGAIN means "not done yet: a callback will follow"
- * or "retry later"; SB_DECLINED means "not mine, try the next handler".
- */
-#define SB_ERRNO_MAP(XX)                                                  \
-    XX(AGAIN, -1, "operation in progress")                               \
-    XX(DECLINED, -2, "declined")                                          \
-    XX(EINVAL, -22, "invalid argument")                                   \
-    XX(ENOMEM, -12, "out of memory")                                      \
-    XX(ENOENT, -2002, "not found")                                        \
-    XX(ERANGE, -34, "value out of range")                                 \
-    XX(EIO, -5, "input/output error")                                     \
-    XX(ETIMEDOUT, -110, "timed out")                                      \
-    XX(EUNAVAILABLE, -2001, "service unavailable")                        \
-    XX(EDB, -2003, "database error")                                      \
-    XX(ECLOSED, -2004, "closed")                                          \
-    XX(EBUSY, -16, "busy")                                                \
-    XX(ETOOBIG, -27, "too large")                                         \
-    XX(ESYNTAX, -2005, "syntax error")
-
-enum {
-#define XX(name, val, msg) SB_##name = (val),
-    SB_ERRNO_MAP(XX)
-#undef XX
-    SB_OK = 0
-};
+/* The result codes (SB_OK, SB_AGAIN, SB_DECLINED, SB_E*) are public. */
+#include <switchboard/plugin.h>
 
 /* Returns a static message for an SB_* code (or "unknown error"). */
 const char *sb_strerror(int err);
@@ -60,14 +35,11 @@ char *sb_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * A broken invariant is a programmer error: abort with the expression,
  * file and line.  Bad input is never asserted; it is answered.
  */
-#define sb_assert(expr)                                                   \
-    ((expr) ? (void)0 : sb_assert_fail(#expr, __FILE__, __LINE__))
-void sb_assert_fail(const char *expr, const char *file, int line)
-    __attribute__((noreturn));
+#define sb_assert(expr) ((expr) ? (void)0 : sb_assert_fail(#expr, __FILE__, __LINE__))
+void sb_assert_fail(const char *expr, const char *file, int line) __attribute__((noreturn));
 
 #define SB_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define SB_CONTAINER_OF(ptr, type, member)                                \
-    ((type *)((char *)(ptr) - offsetof(type, member)))
+#define SB_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /*
  * A growable byte buffer.  Owns its memory; sb_buf_free releases it.
@@ -84,8 +56,7 @@ void sb_buf_free(sb_buf_t *b);
 void sb_buf_reset(sb_buf_t *b);
 void sb_buf_append(sb_buf_t *b, const void *data, size_t len);
 void sb_buf_puts(sb_buf_t *b, const char *s);
-void sb_buf_printf(sb_buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void sb_buf_printf(sb_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Takes the buffer's memory away from it (the caller frees it). */
 char *sb_buf_steal(sb_buf_t *b, size_t *len);
 

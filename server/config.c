@@ -34,14 +34,20 @@
 #endif
 
 typedef enum {
-    CFG_STRING, CFG_LISTEN, CFG_INT, CFG_SIZE, CFG_SECONDS, CFG_BOOL, CFG_LOGLEVEL,
+    CFG_STRING,
+    CFG_LISTEN,
+    CFG_INT,
+    CFG_SIZE,
+    CFG_SECONDS,
+    CFG_BOOL,
+    CFG_LOGLEVEL,
 } config_type_t;
 
 typedef struct {
-    const char *key;          /* file key; env is SWITCHBOARD_<KEY> */
+    const char *key; /* file key; env is SWITCHBOARD_<KEY> */
     config_type_t type;
     size_t offset;
-    long min, max;            /* CFG_INT bounds */
+    long min, max; /* CFG_INT bounds */
 } config_key_t;
 
 #define OFF(m) offsetof(sb_config_t, m)
@@ -68,11 +74,12 @@ static const config_key_t config_keys[] = {
 
 int sb_config_parse_size(const char *s, size_t *out)
 {
-    static const struct { const char *suffix; unsigned shift; } units[] = {
-        {"", 0}, {"b", 0},
-        {"k", 10}, {"kb", 10}, {"kib", 10},
-        {"m", 20}, {"mb", 20}, {"mib", 20},
-        {"g", 30}, {"gb", 30}, {"gib", 30},
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = {
+        {"", 0},    {"b", 0},    {"k", 10}, {"kb", 10}, {"kib", 10}, {"m", 20},
+        {"mb", 20}, {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30},
     };
     char *end;
 
@@ -157,8 +164,8 @@ int sb_config_parse_listen(const char *s, struct sockaddr_storage *out)
 
 /* ======================== applying one value ======================== */
 
-static int config_set(sb_config_t *cfg, const config_key_t *k, const char *val,
-                      const char *source, char *err, size_t errlen)
+static int config_set(sb_config_t *cfg, const config_key_t *k, const char *val, const char *source,
+                      char *err, size_t errlen)
 {
     void *field = (char *)cfg + k->offset;
     const char *problem = NULL;
@@ -171,7 +178,8 @@ static int config_set(sb_config_t *cfg, const config_key_t *k, const char *val,
         return 0;
     case CFG_LISTEN:
         if (sb_config_parse_listen(val, &cfg->listen_addr) != 0) {
-            problem = "must be host:port with a numeric IPv4 address, [IPv6] address or localhost, and a port from 1 to 65535";
+            problem = "must be host:port with a numeric IPv4 address, [IPv6] address or localhost, "
+                      "and a port from 1 to 65535";
             break;
         }
         free(cfg->listen);
@@ -208,8 +216,8 @@ static int config_set(sb_config_t *cfg, const config_key_t *k, const char *val,
     }
     if (problem == NULL)
         return 0;
-    snprintf(err, errlen, "invalid value for configuration key \"%s\" (%s): \"%s\": %s",
-             k->key, source, val, problem);
+    snprintf(err, errlen, "invalid value for configuration key \"%s\" (%s): \"%s\": %s", k->key,
+             source, val, problem);
     return SB_EINVAL;
 }
 
@@ -289,7 +297,7 @@ static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_
     lua_setfield(L, -2, "math");
     lua_pushvalue(L, -1);
     lua_setupvalue(L, 1, 1);
-    lua_insert(L, 1);         /* the env table stays at index 1 */
+    lua_insert(L, 1); /* the env table stays at index 1 */
     if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
         snprintf(err, errlen, "could not load configuration file: %s", lua_tostring(L, -1));
         rc = SB_EINVAL;
@@ -323,10 +331,12 @@ static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_
             break;
         case LUA_TSTRING:
         case LUA_TNUMBER:
-            val = lua_tostring(L, -1);   /* converts the copy in place */
+            val = lua_tostring(L, -1); /* converts the copy in place */
             break;
         default:
-            snprintf(err, errlen, "invalid value for configuration key \"%s\" (%s): must be a string, number or boolean",
+            snprintf(err, errlen,
+                     "invalid value for configuration key \"%s\" (%s): must be a string, number or "
+                     "boolean",
                      name, source);
             rc = SB_EINVAL;
             continue;

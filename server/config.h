@@ -14,15 +14,15 @@
 #include "log.h"
 
 typedef struct sb_config {
-    char *config_file;        /* NULL when none was given */
-    char *database_url;       /* libpq conninfo or URI; "" = libpq defaults */
-    char *listen;             /* "host:port" as given */
+    char *config_file;  /* NULL when none was given */
+    char *database_url; /* libpq conninfo or URI; "" = libpq defaults */
+    char *listen;       /* "host:port" as given */
     struct sockaddr_storage listen_addr;
     int workers;
     sb_log_level_t log_level;
     char *data_dir;
     char *plugins_dir;
-    char *plugins;            /* comma-separated names, or NULL = all */
+    char *plugins; /* comma-separated names, or NULL = all */
     char *scripts_dir;
     size_t max_body_size;
     uint64_t header_timeout_ms;

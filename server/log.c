@@ -56,9 +56,8 @@ static void log_timestamp(char *out, size_t n)
     snprintf(out + k, n - k, ".%03d UTC", (int)(tv.tv_usec / 1000));
 }
 
-void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx,
-               const char *detail, const char *hint, const char *fmt,
-               va_list ap)
+void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *detail, const char *hint,
+               const char *fmt, va_list ap)
 {
     char line[4096];
     char ts[64];
@@ -68,8 +67,7 @@ void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx,
     if (!sb_log_enabled(level))
         return;
     log_timestamp(ts, sizeof(ts));
-    k = snprintf(line, sizeof(line), "%s [%d] %s:  ", ts, (int)getpid(),
-                 log_level_names[level]);
+    k = snprintf(line, sizeof(line), "%s [%d] %s:  ", ts, (int)getpid(), log_level_names[level]);
     n = k > 0 ? (size_t)k : 0;
     k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     if (k > 0)
@@ -77,13 +75,13 @@ void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx,
     if (n >= sizeof(line))
         n = sizeof(line) - 1;
 
-#define LOG_FIELD(label, val)                                                 \
-    if ((val) != NULL && n < sizeof(line)) {                                  \
-        k = snprintf(line + n, sizeof(line) - n, label, (val));               \
-        if (k > 0)                                                            \
-            n += (size_t)k;                                                   \
-        if (n >= sizeof(line))                                                \
-            n = sizeof(line) - 1;                                             \
+#define LOG_FIELD(label, val)                                   \
+    if ((val) != NULL && n < sizeof(line)) {                    \
+        k = snprintf(line + n, sizeof(line) - n, label, (val)); \
+        if (k > 0)                                              \
+            n += (size_t)k;                                     \
+        if (n >= sizeof(line))                                  \
+            n = sizeof(line) - 1;                               \
     }
     LOG_FIELD("  DETAIL: %s", detail)
     LOG_FIELD("  HINT: %s", hint)
@@ -111,8 +109,8 @@ void sb_log(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *fmt, ...)
     va_end(ap);
 }
 
-void sb_log_ex(sb_log_level_t level, const sb_log_ctx_t *ctx,
-               const char *detail, const char *hint, const char *fmt, ...)
+void sb_log_ex(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *detail, const char *hint,
+               const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

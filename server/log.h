@@ -44,22 +44,20 @@ void sb_log(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* As sb_log, with separate detail and hint fields (either may be NULL). */
-void sb_log_ex(sb_log_level_t level, const sb_log_ctx_t *ctx,
-               const char *detail, const char *hint, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void sb_log_ex(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *detail, const char *hint,
+               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
-void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx,
-               const char *detail, const char *hint, const char *fmt,
-               va_list ap);
+void sb_log_va(sb_log_level_t level, const sb_log_ctx_t *ctx, const char *detail, const char *hint,
+               const char *fmt, va_list ap);
 
 /* Debug logs compile out of release builds. */
 #ifdef NDEBUG
 #define sb_log_debug(ctx, ...) ((void)0)
 #else
-#define sb_log_debug(ctx, ...)                                            \
-    do {                                                                  \
-        if (sb_log_enabled(SB_LOG_DEBUG))                                 \
-            sb_log(SB_LOG_DEBUG, (ctx), __VA_ARGS__);                     \
+#define sb_log_debug(ctx, ...)                        \
+    do {                                              \
+        if (sb_log_enabled(SB_LOG_DEBUG))             \
+            sb_log(SB_LOG_DEBUG, (ctx), __VA_ARGS__); \
     } while (0)
 #endif
 

@@ -20,7 +20,8 @@
 
 static void main_usage(FILE *out)
 {
-    fprintf(out,
+    fprintf(
+        out,
         "Switchboard %s: a customer-service server.\n"
         "\n"
         "Usage: switchboard [--config FILE] COMMAND\n"
@@ -47,7 +48,8 @@ static void main_usage(FILE *out)
         "  header_timeout    SWITCHBOARD_HEADER_TIMEOUT    seconds to receive headers (10)\n"
         "  read_timeout      SWITCHBOARD_READ_TIMEOUT      seconds to receive a request (30)\n"
         "  idle_timeout      SWITCHBOARD_IDLE_TIMEOUT      keep-alive idle seconds (60)\n"
-        "  shutdown_timeout  SWITCHBOARD_SHUTDOWN_TIMEOUT  seconds to finish requests on stop (10)\n"
+        "  shutdown_timeout  SWITCHBOARD_SHUTDOWN_TIMEOUT  seconds to finish requests on stop "
+        "(10)\n"
         "  db_pool_size      SWITCHBOARD_DB_POOL_SIZE      connections per worker (4)\n"
         "  debug_routes      SWITCHBOARD_DEBUG_ROUTES      enable /debug/* test routes (false)\n"
         "\n"
@@ -62,8 +64,8 @@ static int main_migrate(const sb_config_t *cfg)
 
     if (rc != 0)
         return 1;
-    printf("database is at schema version %d (%d migration%s applied)\n",
-           sb_db_schema_version(), applied, applied == 1 ? "" : "s");
+    printf("database is at schema version %d (%d migration%s applied)\n", sb_db_schema_version(),
+           applied, applied == 1 ? "" : "s");
     return 0;
 }
 
@@ -74,21 +76,23 @@ static int main_check_schema(const sb_config_t *cfg)
     int rc = sb_db_schema_read(cfg->database_url, &version);
 
     if (rc == SB_EUNAVAILABLE) {
-        sb_log(SB_LOG_WARNING, NULL, "starting without the database; requests will get 503 until it is reachable");
+        sb_log(SB_LOG_WARNING, NULL,
+               "starting without the database; requests will get 503 until it is reachable");
         return 0;
     }
     if (rc != 0)
         return 1;
     if (version < sb_db_schema_version()) {
         sb_log_ex(SB_LOG_FATAL, NULL, NULL, "Run \"switchboard migrate\" first.",
-                  "database is not migrated: schema version %d, this server needs %d",
-                  version, sb_db_schema_version());
+                  "database is not migrated: schema version %d, this server needs %d", version,
+                  sb_db_schema_version());
         return 1;
     }
     if (version > sb_db_schema_version()) {
-        sb_log_ex(SB_LOG_FATAL, NULL, NULL, "Upgrade switchboard before running it against this database.",
-                  "database schema version %d is newer than this server's %d",
-                  version, sb_db_schema_version());
+        sb_log_ex(SB_LOG_FATAL, NULL, NULL,
+                  "Upgrade switchboard before running it against this database.",
+                  "database schema version %d is newer than this server's %d", version,
+                  sb_db_schema_version());
         return 1;
     }
     return 0;
@@ -124,8 +128,10 @@ int main(int argc, char **argv)
             continue;
         }
         if (a[0] == '-' || command != NULL) {
-            fprintf(stderr, "switchboard: unrecognized argument \"%s\"\n"
-                            "Try \"switchboard --help\".\n", a);
+            fprintf(stderr,
+                    "switchboard: unrecognized argument \"%s\"\n"
+                    "Try \"switchboard --help\".\n",
+                    a);
             return 2;
         }
         command = a;

@@ -22,12 +22,12 @@
 #define MASTER_RESTART_DELAY_MS 1000
 
 typedef struct {
-    pid_t pid;                /* 0: free */
-    int slot;                 /* metrics slot */
+    pid_t pid; /* 0: free */
+    int slot;  /* metrics slot */
     int generation;
-    int retiring;             /* sent SIGTERM; not to be restarted */
+    int retiring; /* sent SIGTERM; not to be restarted */
     uint64_t started_ms;
-    uint64_t restart_at_ms;   /* pid 0 and non-zero: restart then */
+    uint64_t restart_at_ms; /* pid 0 and non-zero: restart then */
 } master_worker_t;
 
 typedef struct {
@@ -137,16 +137,16 @@ static void master_reap(master_t *m)
             continue;
         }
         if (WIFSIGNALED(status))
-            sb_log(SB_LOG_WARNING, NULL, "worker %d was terminated by signal %d: %s",
-                   (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+            sb_log(SB_LOG_WARNING, NULL, "worker %d was terminated by signal %d: %s", (int)pid,
+                   WTERMSIG(status), strsignal(WTERMSIG(status)));
         else
-            sb_log(SB_LOG_WARNING, NULL, "worker %d exited with status %d",
-                   (int)pid, WEXITSTATUS(status));
+            sb_log(SB_LOG_WARNING, NULL, "worker %d exited with status %d", (int)pid,
+                   WEXITSTATUS(status));
         sb_metrics_slot_release(w->slot);
         /* A worker that dies at once would otherwise be restarted in a tight loop. */
         uint64_t now = sb_now_ms();
-        w->restart_at_ms = now - w->started_ms < MASTER_RESTART_DELAY_MS
-                               ? now + MASTER_RESTART_DELAY_MS : now;
+        w->restart_at_ms =
+            now - w->started_ms < MASTER_RESTART_DELAY_MS ? now + MASTER_RESTART_DELAY_MS : now;
     }
 }
 
@@ -171,8 +171,8 @@ static void master_reload(master_t *m)
 
     sb_log(SB_LOG_INFO, NULL, "received SIGHUP, reloading configuration");
     if (sb_config_load(&fresh, m->cfg.config_file, err, sizeof(err)) != 0) {
-        sb_log_ex(SB_LOG_ERR, NULL, NULL, "The server keeps running with its previous configuration.",
-                  "%s", err);
+        sb_log_ex(SB_LOG_ERR, NULL, NULL,
+                  "The server keeps running with its previous configuration.", "%s", err);
         return;
     }
     sb_config_free(&m->cfg);
@@ -205,7 +205,8 @@ int sb_master_run(const sb_config_t *cfg)
         rc = 1;
         goto done;
     }
-    sb_log(SB_LOG_INFO, NULL, "switchboard starting %d workers on %s", m->cfg.workers, m->cfg.listen);
+    sb_log(SB_LOG_INFO, NULL, "switchboard starting %d workers on %s", m->cfg.workers,
+           m->cfg.listen);
     master_spawn_generation(m);
 
     for (;;) {

@@ -12,8 +12,8 @@
 #include <unistd.h>
 
 static const int metrics_statuses[] = {
-    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409,
-    410, 413, 415, 417, 422, 429, 431, 500, 501, 503,
+    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405,
+    408, 409, 410, 413, 415, 417, 422, 429, 431, 500, 501, 503,
 };
 #define NSTATUS (SB_ARRAY_SIZE(metrics_statuses) + 1) /* last: other */
 
@@ -32,8 +32,8 @@ typedef struct {
 
 typedef struct {
     time_t started;
-    uint8_t used[SB_METRICS_SLOTS];   /* 1: a live worker writes it */
-    uint8_t ever[SB_METRICS_SLOTS];   /* 1: it holds counts to report */
+    uint8_t used[SB_METRICS_SLOTS]; /* 1: a live worker writes it */
+    uint8_t ever[SB_METRICS_SLOTS]; /* 1: it holds counts to report */
 } metrics_head_t;
 
 static metrics_head_t *metrics_head;
@@ -120,7 +120,8 @@ void sb_metrics_db(int busy, int idle, int waiting)
 static void metrics_route_labels(sb_buf_t *out, const sb_router_t *router, size_t r)
 {
     if (r == NROUTES - 1 || r >= sb_router_count(router)) {
-        sb_buf_puts(out, r == NROUTES - 1 ? "route=\"unmatched\",method=\"\"" : "route=\"other\",method=\"\"");
+        sb_buf_puts(out, r == NROUTES - 1 ? "route=\"unmatched\",method=\"\""
+                                          : "route=\"other\",method=\"\"");
         return;
     }
     /* Patterns and methods come from code, never from requests: no escaping needed. */
@@ -155,8 +156,9 @@ void sb_metrics_render(sb_buf_t *out, const sb_router_t *router)
         }
     }
 
-    sb_buf_puts(out, "# HELP switchboard_http_requests_total HTTP requests answered, by route and status.\n"
-                     "# TYPE switchboard_http_requests_total counter\n");
+    sb_buf_puts(
+        out, "# HELP switchboard_http_requests_total HTTP requests answered, by route and status.\n"
+             "# TYPE switchboard_http_requests_total counter\n");
     for (size_t r = 0; r < NROUTES; r++) {
         for (size_t k = 0; k < NSTATUS; k++) {
             if (sum.requests[r][k] == 0)
@@ -164,14 +166,16 @@ void sb_metrics_render(sb_buf_t *out, const sb_router_t *router)
             sb_buf_puts(out, "switchboard_http_requests_total{");
             metrics_route_labels(out, router, r);
             if (k == NSTATUS - 1)
-                sb_buf_printf(out, ",status=\"other\"} %llu\n", (unsigned long long)sum.requests[r][k]);
+                sb_buf_printf(out, ",status=\"other\"} %llu\n",
+                              (unsigned long long)sum.requests[r][k]);
             else
                 sb_buf_printf(out, ",status=\"%d\"} %llu\n", metrics_statuses[k],
                               (unsigned long long)sum.requests[r][k]);
         }
     }
 
-    sb_buf_puts(out, "# HELP switchboard_http_request_duration_seconds Time from a complete request to its queued response.\n"
+    sb_buf_puts(out, "# HELP switchboard_http_request_duration_seconds Time from a complete "
+                     "request to its queued response.\n"
                      "# TYPE switchboard_http_request_duration_seconds histogram\n");
     for (size_t r = 0; r < NROUTES; r++) {
         uint64_t total = 0;
@@ -187,7 +191,8 @@ void sb_metrics_render(sb_buf_t *out, const sb_router_t *router)
             if (k == NBUCKETS - 1)
                 sb_buf_printf(out, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
             else
-                sb_buf_printf(out, ",le=\"%g\"} %llu\n", metrics_buckets[k], (unsigned long long)cum);
+                sb_buf_printf(out, ",le=\"%g\"} %llu\n", metrics_buckets[k],
+                              (unsigned long long)cum);
         }
         sb_buf_puts(out, "switchboard_http_request_duration_seconds_sum{");
         metrics_route_labels(out, router, r);
@@ -198,18 +203,18 @@ void sb_metrics_render(sb_buf_t *out, const sb_router_t *router)
     }
 
     sb_buf_printf(out,
-        "# HELP switchboard_db_connections Database pool connections by state.\n"
-        "# TYPE switchboard_db_connections gauge\n"
-        "switchboard_db_connections{state=\"busy\"} %d\n"
-        "switchboard_db_connections{state=\"idle\"} %d\n"
-        "# HELP switchboard_db_waiting Requests waiting for a database connection.\n"
-        "# TYPE switchboard_db_waiting gauge\n"
-        "switchboard_db_waiting %d\n"
-        "# HELP switchboard_workers Worker processes running.\n"
-        "# TYPE switchboard_workers gauge\n"
-        "switchboard_workers %d\n"
-        "# HELP switchboard_uptime_seconds Seconds since the server started.\n"
-        "# TYPE switchboard_uptime_seconds gauge\n"
-        "switchboard_uptime_seconds %lld\n",
-        busy, idle, waiting, workers, (long long)(time(NULL) - metrics_head->started));
+                  "# HELP switchboard_db_connections Database pool connections by state.\n"
+                  "# TYPE switchboard_db_connections gauge\n"
+                  "switchboard_db_connections{state=\"busy\"} %d\n"
+                  "switchboard_db_connections{state=\"idle\"} %d\n"
+                  "# HELP switchboard_db_waiting Requests waiting for a database connection.\n"
+                  "# TYPE switchboard_db_waiting gauge\n"
+                  "switchboard_db_waiting %d\n"
+                  "# HELP switchboard_workers Worker processes running.\n"
+                  "# TYPE switchboard_workers gauge\n"
+                  "switchboard_workers %d\n"
+                  "# HELP switchboard_uptime_seconds Seconds since the server started.\n"
+                  "# TYPE switchboard_uptime_seconds gauge\n"
+                  "switchboard_uptime_seconds %lld\n",
+                  busy, idle, waiting, workers, (long long)(time(NULL) - metrics_head->started));
 }

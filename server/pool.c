@@ -24,8 +24,8 @@ typedef struct pool_cleanup {
 } pool_cleanup_t;
 
 struct sb_pool {
-    pool_block_t *blocks;     /* first is the current block */
-    pool_block_t *first;      /* kept across resets */
+    pool_block_t *blocks; /* first is the current block */
+    pool_block_t *first;  /* kept across resets */
     pool_cleanup_t *cleanups;
 };
 

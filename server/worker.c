@@ -30,8 +30,7 @@ typedef struct {
     int exit_code;
 } worker_t;
 
-static void worker_on_complete(sb_http_req_t *req, int route, int status,
-                               uint64_t ns, void *data)
+static void worker_on_complete(sb_http_req_t *req, int route, int status, uint64_t ns, void *data)
 {
     sb_metrics_request(route, status, ns);
 }
@@ -68,8 +67,7 @@ static void worker_drained(sb_http_server_t *srv, void *data)
 static void worker_deadline_cb(uv_timer_t *t)
 {
     worker_t *w = t->data;
-    sb_log(SB_LOG_WARNING, NULL,
-           "shutdown deadline passed with %zu connections open; exiting",
+    sb_log(SB_LOG_WARNING, NULL, "shutdown deadline passed with %zu connections open; exiting",
            sb_http_server_connections(w->http));
     /* Handlers still hold requests: no orderly teardown is possible. */
     _exit(1);
@@ -91,7 +89,7 @@ static void worker_signal_cb(uv_signal_t *s, int signum)
 {
     worker_t *w = s->data;
     if (signum == SIGHUP)
-        return;   /* the master reloads by replacing workers */
+        return; /* the master reloads by replacing workers */
     worker_stop(w);
 }
 

@@ -23,8 +23,8 @@ void sb_api_respond_db_error(sb_http_req_t *req, int status, PGresult *const *re
     for (int i = 0; i < n; i++) {
         if (res[i] && PQresultStatus(res[i]) == PGRES_FATAL_ERROR) {
             sb_log_ex(SB_LOG_ERR, sb_http_req_log(req),
-                      PQresultErrorField(res[i], PG_DIAG_MESSAGE_DETAIL), NULL,
-                      "query failed: %s", PQresultErrorField(res[i], PG_DIAG_MESSAGE_PRIMARY));
+                      PQresultErrorField(res[i], PG_DIAG_MESSAGE_DETAIL), NULL, "query failed: %s",
+                      PQresultErrorField(res[i], PG_DIAG_MESSAGE_PRIMARY));
             break;
         }
     }

@@ -30,19 +30,21 @@ static void health_ready_done(int status, PGresult *const *res, int n, void *dat
     int version = atoi(PQgetvalue(res[0], 0, 0));
     if (version != sb_db_schema_version()) {
         sb_http_respond_error(req, 503, "unavailable",
-                              "the database schema is at version %d; this server needs %d",
-                              version, sb_db_schema_version());
+                              "the database schema is at version %d; this server needs %d", version,
+                              sb_db_schema_version());
         return;
     }
-    sb_http_respond_json(req, 200, json_pack("{s:s,s:i}", "status", "ready",
-                                             "schema_version", version));
+    sb_http_respond_json(req, 200,
+                         json_pack("{s:s,s:i}", "status", "ready", "schema_version", version));
 }
 
 static int health_readyz(sb_http_req_t *req, void *data)
 {
     sb_api_t *api = data;
     static const sb_db_stmt_t stmt = {
-        "SELECT coalesce(max(version), 0) FROM schema_migrations", 0, NULL,
+        "SELECT coalesce(max(version), 0) FROM schema_migrations",
+        0,
+        NULL,
     };
     return sb_db_query(api->db, &stmt, 1, health_ready_done, req) == 0 ? 0 : SB_EUNAVAILABLE;
 }

@@ -26,10 +26,10 @@ typedef struct sb_db_stmt {
 } sb_db_stmt_t;
 
 typedef struct sb_db_options {
-    const char *conninfo;     /* libpq conninfo or URI (copied) */
-    int size;                 /* connections in the pool */
+    const char *conninfo;        /* libpq conninfo or URI (copied) */
+    int size;                    /* connections in the pool */
     uint64_t acquire_timeout_ms; /* how long a request may wait for one */
-    int max_waiting;          /* requests allowed to wait at once */
+    int max_waiting;             /* requests allowed to wait at once */
 } sb_db_options_t;
 
 typedef struct sb_db_stats {
@@ -81,16 +81,14 @@ void sb_db_release(sb_db_conn_t *conn);
  * copied before this returns.  Returns 0 and calls cb exactly once, after
  * this returns; or returns SB_EUNAVAILABLE or SB_EBUSY and never calls cb.
  */
-int sb_db_exec(sb_db_conn_t *conn, const sb_db_stmt_t *stmts, int n,
-               sb_db_exec_cb cb, void *data);
+int sb_db_exec(sb_db_conn_t *conn, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb, void *data);
 
 /*
  * Acquires a connection, runs the statements, releases it.  Copies the
  * statements.  Returns 0 and calls cb exactly once, after this returns; or
  * returns SB_EUNAVAILABLE or SB_EBUSY and never calls cb.
  */
-int sb_db_query(sb_db_t *db, const sb_db_stmt_t *stmts, int n,
-                sb_db_exec_cb cb, void *data);
+int sb_db_query(sb_db_t *db, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb, void *data);
 
 /* True while at least one connection is up. */
 int sb_db_available(const sb_db_t *db);
@@ -115,9 +113,8 @@ typedef void (*sb_db_listen_state_cb)(int up, void *data);
  * (copied), reconnecting with backoff.  One per pool.  Returns 0, or
  * SB_EBUSY when already started.  Callbacks run on the loop thread.
  */
-int sb_db_listen_start(sb_db_t *db, const char *const *channels, int n,
-                       sb_db_notify_cb on_notify, sb_db_listen_state_cb on_state,
-                       void *data);
+int sb_db_listen_start(sb_db_t *db, const char *const *channels, int n, sb_db_notify_cb on_notify,
+                       sb_db_listen_state_cb on_state, void *data);
 
 /* ======================== migrations ======================== */
 

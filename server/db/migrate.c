@@ -100,8 +100,8 @@ static int migrate_is_applied(PGconn *pg, int version, int *applied)
     char v[16];
     const char *params[1] = {v};
     snprintf(v, sizeof(v), "%d", version);
-    PGresult *r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1",
-                               1, NULL, params, NULL, NULL, 0);
+    PGresult *r = PQexecParams(pg, "SELECT 1 FROM schema_migrations WHERE version = $1", 1, NULL,
+                               params, NULL, NULL, 0);
     int rc = 0;
 
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -127,9 +127,9 @@ static int migrate_apply(PGconn *pg, const sb_migration_t *m)
     snprintf(what, sizeof(what), "apply migration \"%s\"", m->name);
     rc = migrate_exec(pg, m->sql, what);
     if (rc == 0) {
-        PGresult *r = PQexecParams(pg,
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            2, NULL, params, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(pg, "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", 2,
+                         NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             sb_log(SB_LOG_ERR, NULL, "could not record migration \"%s\": %s", m->name,
                    PQresultErrorMessage(r));
@@ -152,21 +152,23 @@ int sb_db_migrate(const char *conninfo, int *applied)
     *applied = 0;
     if (pg == NULL)
         return SB_EUNAVAILABLE;
-    rc = migrate_exec(pg, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", "take the migration lock");
+    rc = migrate_exec(pg, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")",
+                      "take the migration lock");
     if (rc == 0)
         rc = migrate_exec(pg,
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY,"
-            " name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())",
-            "create table schema_migrations");
+                          "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                          " version integer PRIMARY KEY,"
+                          " name text NOT NULL,"
+                          " applied_at timestamptz NOT NULL DEFAULT now())",
+                          "create table schema_migrations");
     int current = 0;
     if (rc == 0)
         rc = migrate_read_version(pg, &current);
     if (rc == 0 && current > sb_db_schema_version()) {
-        sb_log_ex(SB_LOG_ERR, NULL, NULL, "Upgrade switchboard before running it against this database.",
-                  "database schema version %d is newer than this server's %d",
-                  current, sb_db_schema_version());
+        sb_log_ex(SB_LOG_ERR, NULL, NULL,
+                  "Upgrade switchboard before running it against this database.",
+                  "database schema version %d is newer than this server's %d", current,
+                  sb_db_schema_version());
         rc = SB_EDB;
     }
     for (int i = 0; rc == 0 && i < sb_migrations_count; i++) {
@@ -180,7 +182,8 @@ int sb_db_migrate(const char *conninfo, int *applied)
             (*applied)++;
         }
     }
-    migrate_exec(pg, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")", "release the migration lock");
+    migrate_exec(pg, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")",
+                 "release the migration lock");
     PQfinish(pg);
     return rc;
 }

@@ -17,10 +17,10 @@
 #define DB_BACKOFF_MAX_MS 5000
 
 typedef enum {
-    CONN_DOWN,                /* waiting for the reconnect timer */
+    CONN_DOWN, /* waiting for the reconnect timer */
     CONN_CONNECTING,
     CONN_READY,
-    CONN_BUSY,                /* a batch is in flight */
+    CONN_BUSY, /* a batch is in flight */
     CONN_CLOSED,
 } conn_state_t;
 
@@ -28,13 +28,13 @@ typedef enum { CMD_PREPARE, CMD_QUERY } cmd_kind_t;
 
 typedef struct {
     cmd_kind_t kind;
-    int stmt;                 /* index into the batch */
-    int prep_id;              /* PREPARE: the cache entry it fills */
+    int stmt;    /* index into the batch */
+    int prep_id; /* PREPARE: the cache entry it fills */
 } cmd_t;
 
 typedef struct {
     char *sql;
-    int id;                   /* the statement is named sb<id> */
+    int id; /* the statement is named sb<id> */
 } prepared_t;
 
 typedef struct db_waiter db_waiter_t;
@@ -88,7 +88,7 @@ struct sb_db {
     int open_handles;
     void (*close_cb)(void *);
     void *close_data;
-    int down_logged;          /* an outage is logged once, and its end */
+    int down_logged; /* an outage is logged once, and its end */
 
     sb_db_conn_t *listen;
     char **channels;
@@ -114,8 +114,7 @@ int sb_db_result_is_unavailable(const PGresult *res)
         return res == NULL;
     /* 08: connection exception; 57P: operator intervention (shutdown,
      * crash recovery); 53: insufficient resources (too many connections). */
-    return strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 ||
-           strncmp(st, "53", 2) == 0;
+    return strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0 || strncmp(st, "53", 2) == 0;
 }
 
 static int db_up_count(const sb_db_t *db)
@@ -453,8 +452,7 @@ static int conn_send_batch(sb_db_conn_t *c, const sb_db_stmt_t *stmts, int n)
     return 0;
 }
 
-int sb_db_exec(sb_db_conn_t *c, const sb_db_stmt_t *stmts, int n,
-               sb_db_exec_cb cb, void *data)
+int sb_db_exec(sb_db_conn_t *c, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb, void *data)
 {
     sb_assert(c->reserved && n > 0);
     if (c->state == CONN_BUSY)
@@ -768,7 +766,7 @@ typedef struct {
     sb_db_exec_cb cb;
     void *data;
     int n;
-    sb_db_stmt_t *stmts;      /* one block with the copied text */
+    sb_db_stmt_t *stmts; /* one block with the copied text */
 } db_query_t;
 
 static void query_free(db_query_t *q)
@@ -841,8 +839,7 @@ static db_query_t *query_copy(const sb_db_stmt_t *stmts, int n)
     return q;
 }
 
-int sb_db_query(sb_db_t *db, const sb_db_stmt_t *stmts, int n,
-                sb_db_exec_cb cb, void *data)
+int sb_db_query(sb_db_t *db, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb, void *data)
 {
     db_query_t *q = query_copy(stmts, n);
     q->cb = cb;
@@ -893,9 +890,8 @@ int sb_db_new(uv_loop_t *loop, const sb_db_options_t *opts, sb_db_t **out)
     return 0;
 }
 
-int sb_db_listen_start(sb_db_t *db, const char *const *channels, int n,
-                       sb_db_notify_cb on_notify, sb_db_listen_state_cb on_state,
-                       void *data)
+int sb_db_listen_start(sb_db_t *db, const char *const *channels, int n, sb_db_notify_cb on_notify,
+                       sb_db_listen_state_cb on_state, void *data)
 {
     if (db->listen)
         return SB_EBUSY;
@@ -909,7 +905,7 @@ int sb_db_listen_start(sb_db_t *db, const char *const *channels, int n,
     db->listen = sb_xcalloc(1, sizeof(sb_db_conn_t));
     conn_init(db, db->listen);
     db->listen->is_listen = 1;
-    db->listen->reserved = 1;   /* never handed out by the pool */
+    db->listen->reserved = 1; /* never handed out by the pool */
     conn_connect(db->listen);
     return 0;
 }

@@ -46,8 +46,8 @@ void sb_router_free(sb_router_t *r);
  * method name; a GET route also answers HEAD.  Copies method and pattern.
  * Returns 0, or SB_EINVAL for a malformed pattern.
  */
-int sb_router_add(sb_router_t *r, const char *method, const char *pattern,
-                  unsigned flags, sb_http_handler_cb cb, void *data);
+int sb_router_add(sb_router_t *r, const char *method, const char *pattern, unsigned flags,
+                  sb_http_handler_cb cb, void *data);
 
 /* Number of routes, and the pattern of route i (for metrics labels). */
 size_t sb_router_count(const sb_router_t *r);
@@ -57,13 +57,16 @@ const char *sb_router_method(const sb_router_t *r, size_t i);
 /* The result of matching a path: the route, its parameters, and for 405 the
  * methods the path does allow. */
 typedef struct sb_route_match {
-    int index;                /* route index, or -1 */
+    int index; /* route index, or -1 */
     unsigned flags;
     sb_http_handler_cb cb;
     void *data;
     int nparams;
-    struct { const char *name; const char *value; } params[8];
-    char allow[64];           /* "GET, HEAD, POST" when the path exists */
+    struct {
+        const char *name;
+        const char *value;
+    } params[8];
+    char allow[64]; /* "GET, HEAD, POST" when the path exists */
 } sb_route_match_t;
 
 /*
@@ -72,20 +75,20 @@ typedef struct sb_route_match {
  * filled, or SB_ENOENT (m->allow is then non-empty if the path matched
  * under other methods).
  */
-int sb_router_match(const sb_router_t *r, int start, const char *method,
-                    const char *path, sb_pool_t *pool, sb_route_match_t *m);
+int sb_router_match(const sb_router_t *r, int start, const char *method, const char *path,
+                    sb_pool_t *pool, sb_route_match_t *m);
 
 /* ======================== server ======================== */
 
 typedef struct sb_http_options {
-    size_t max_header_size;   /* request line + headers; over it: 431 */
-    size_t max_body_size;     /* over it: 413 */
+    size_t max_header_size; /* request line + headers; over it: 431 */
+    size_t max_body_size;   /* over it: 413 */
     uint64_t header_timeout_ms;
     uint64_t read_timeout_ms;
     uint64_t idle_timeout_ms;
     /* Called once per answered request, after the response is queued. */
-    void (*on_complete)(sb_http_req_t *req, int route_index, int status,
-                        uint64_t duration_ns, void *data);
+    void (*on_complete)(sb_http_req_t *req, int route_index, int status, uint64_t duration_ns,
+                        void *data);
     void *on_complete_data;
 } sb_http_options_t;
 
@@ -144,8 +147,8 @@ sb_pool_t *sb_http_req_pool(sb_http_req_t *req);
 void sb_http_res_header(sb_http_req_t *req, const char *name, const char *value);
 
 /* Responds.  Copies the body.  Call exactly once per request. */
-void sb_http_respond(sb_http_req_t *req, int status, const char *content_type,
-                     const void *body, size_t len);
+void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body,
+                     size_t len);
 
 /* Responds with a JSON document.  Takes the caller's reference to body. */
 void sb_http_respond_json(sb_http_req_t *req, int status, json_t *body);
@@ -154,8 +157,8 @@ void sb_http_respond_json(sb_http_req_t *req, int status, json_t *body);
  * Responds {"error":{"code":code,"message":...}}.  A 503 also carries
  * Retry-After.
  */
-void sb_http_respond_error(sb_http_req_t *req, int status, const char *code,
-                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* The reason phrase for a status ("Not Found"). */
 const char *sb_http_status_text(int status);

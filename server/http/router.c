@@ -13,7 +13,7 @@
 #define ROUTER_MAX_SEGMENTS 16
 
 typedef struct {
-    char *text;               /* literal text, or the parameter name */
+    char *text; /* literal text, or the parameter name */
     int is_param;
 } route_seg_t;
 
@@ -52,8 +52,8 @@ void sb_router_free(sb_router_t *r)
     free(r);
 }
 
-int sb_router_add(sb_router_t *r, const char *method, const char *pattern,
-                  unsigned flags, sb_http_handler_cb cb, void *data)
+int sb_router_add(sb_router_t *r, const char *method, const char *pattern, unsigned flags,
+                  sb_http_handler_cb cb, void *data)
 {
     route_t rt;
     const char *p = pattern;
@@ -111,8 +111,8 @@ const char *sb_router_method(const sb_router_t *r, size_t i)
 }
 
 /* Matches one route against the split path; fills params on success. */
-static int router_match_route(const route_t *rt, int nsegs, const char **segs,
-                              const size_t *lens, sb_pool_t *pool, sb_route_match_t *m)
+static int router_match_route(const route_t *rt, int nsegs, const char **segs, const size_t *lens,
+                              sb_pool_t *pool, sb_route_match_t *m)
 {
     int np = 0;
 
@@ -164,8 +164,8 @@ static void router_allow_add(sb_route_match_t *m, const char *method)
     strcat(m->allow, method);
 }
 
-int sb_router_match(const sb_router_t *r, int start, const char *method,
-                    const char *path, sb_pool_t *pool, sb_route_match_t *m)
+int sb_router_match(const sb_router_t *r, int start, const char *method, const char *path,
+                    sb_pool_t *pool, sb_route_match_t *m)
 {
     const char *segs[ROUTER_MAX_SEGMENTS];
     size_t lens[ROUTER_MAX_SEGMENTS];

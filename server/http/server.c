@@ -51,7 +51,7 @@ typedef enum {
 } conn_state_t;
 
 typedef struct {
-    uint32_t name, value;     /* offsets into conn->hdr */
+    uint32_t name, value; /* offsets into conn->hdr */
 } hdr_off_t;
 
 struct sb_http_req {
@@ -59,7 +59,7 @@ struct sb_http_req {
     sb_pool_t *pool;
     const char *method;
     const char *path;
-    const char *query;        /* raw, NULL when absent */
+    const char *query; /* raw, NULL when absent */
     int nheaders;
     const char *hnames[HTTP_MAX_HEADERS];
     const char *hvalues[HTTP_MAX_HEADERS];
@@ -86,7 +86,7 @@ struct http_conn {
     int open_handles;
 
     /* The message being parsed. */
-    sb_buf_t hdr;             /* url, then NUL-separated names and values */
+    sb_buf_t hdr; /* url, then NUL-separated names and values */
     uint32_t url_len;
     int url_done;
     int nh;
@@ -94,11 +94,11 @@ struct http_conn {
     hdr_off_t offs[HTTP_MAX_HEADERS];
     sb_buf_t body;
     int started, headers_done, complete;
-    int err_status;           /* set by a parser callback that refused */
+    int err_status; /* set by a parser callback that refused */
     uint64_t msg_start_ms;
 
-    sb_buf_t pending;         /* bytes received after a complete request */
-    sb_buf_t out;             /* the response being written */
+    sb_buf_t pending; /* bytes received after a complete request */
+    sb_buf_t out;     /* the response being written */
     int close_after;
 
     sb_http_req_t req;
@@ -132,11 +132,12 @@ struct sb_http_server {
 struct sb_http_loopback {
     http_conn_t *conn;
     sb_buf_t output;
-    sb_buf_t inbox;           /* fed while the server was not reading */
+    sb_buf_t inbox; /* fed while the server was not reading */
     uv_timer_t done_timer;
     uv_timer_t in_timer;
     int reading;
     int closed;
+    int open_timers; /* freed when both have closed */
 };
 
 static http_parser_settings parser_settings;
@@ -151,34 +152,62 @@ static void req_send(sb_http_req_t *req);
 const char *sb_http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
     }
     return "Unknown";
 }
@@ -186,16 +215,26 @@ const char *sb_http_status_text(int status)
 static const char *http_status_code(int status)
 {
     switch (status) {
-    case 400: return "bad_request";
-    case 404: return "not_found";
-    case 405: return "method_not_allowed";
-    case 408: return "request_timeout";
-    case 413: return "payload_too_large";
-    case 415: return "unsupported_media_type";
-    case 431: return "header_too_large";
-    case 501: return "not_implemented";
-    case 503: return "unavailable";
-    case 505: return "http_version_not_supported";
+    case 400:
+        return "bad_request";
+    case 404:
+        return "not_found";
+    case 405:
+        return "method_not_allowed";
+    case 408:
+        return "request_timeout";
+    case 413:
+        return "payload_too_large";
+    case 415:
+        return "unsupported_media_type";
+    case 431:
+        return "header_too_large";
+    case 501:
+        return "not_implemented";
+    case 503:
+        return "unavailable";
+    case 505:
+        return "http_version_not_supported";
     }
     return "internal";
 }
@@ -441,12 +480,30 @@ static void req_assign_id(sb_http_req_t *req)
              (unsigned)(++srv->id_counter & 0xffffffffu));
 }
 
-const char *sb_http_req_method(const sb_http_req_t *req) { return req->method; }
-const char *sb_http_req_path(const sb_http_req_t *req) { return req->path; }
-const char *sb_http_req_id(const sb_http_req_t *req) { return req->id; }
-const sb_log_ctx_t *sb_http_req_log(const sb_http_req_t *req) { return &req->log; }
-sb_pool_t *sb_http_req_pool(sb_http_req_t *req) { return req->pool; }
-json_t *sb_http_req_json(const sb_http_req_t *req) { return req->json; }
+const char *sb_http_req_method(const sb_http_req_t *req)
+{
+    return req->method;
+}
+const char *sb_http_req_path(const sb_http_req_t *req)
+{
+    return req->path;
+}
+const char *sb_http_req_id(const sb_http_req_t *req)
+{
+    return req->id;
+}
+const sb_log_ctx_t *sb_http_req_log(const sb_http_req_t *req)
+{
+    return &req->log;
+}
+sb_pool_t *sb_http_req_pool(sb_http_req_t *req)
+{
+    return req->pool;
+}
+json_t *sb_http_req_json(const sb_http_req_t *req)
+{
+    return req->json;
+}
 
 const char *sb_http_req_header(const sb_http_req_t *req, const char *name)
 {
@@ -498,8 +555,8 @@ void sb_http_res_header(sb_http_req_t *req, const char *name, const char *value)
     sb_buf_printf(&req->res_headers, "%s: %s\r\n", name, value);
 }
 
-void sb_http_respond(sb_http_req_t *req, int status, const char *content_type,
-                     const void *body, size_t len)
+void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body,
+                     size_t len)
 {
     http_conn_t *c = req->conn;
     sb_http_server_t *srv = c->srv;
@@ -513,8 +570,8 @@ void sb_http_respond(sb_http_req_t *req, int status, const char *content_type,
         req->keep_alive = 0;
 
     sb_buf_reset(o);
-    sb_buf_printf(o, "HTTP/1.1 %d %s\r\nServer: switchboard\r\nDate: %s\r\n",
-                  status, sb_http_status_text(status), server_date(srv));
+    sb_buf_printf(o, "HTTP/1.1 %d %s\r\nServer: switchboard\r\nDate: %s\r\n", status,
+                  sb_http_status_text(status), server_date(srv));
     if (content_type && status != 204 && status != 304)
         sb_buf_printf(o, "Content-Type: %s\r\n", content_type);
     if (status != 204 && status != 304)
@@ -549,8 +606,7 @@ void sb_http_respond_json(sb_http_req_t *req, int status, json_t *body)
     free(text);
 }
 
-void sb_http_respond_error(sb_http_req_t *req, int status, const char *code,
-                           const char *fmt, ...)
+void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -561,7 +617,7 @@ void sb_http_respond_error(sb_http_req_t *req, int status, const char *code,
     if (status == 503)
         sb_http_res_header(req, "Retry-After", "5");
     json_t *err = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-    if (err == NULL)   /* msg was not UTF-8 */
+    if (err == NULL) /* msg was not UTF-8 */
         err = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message",
                         sb_http_status_text(status));
     sb_http_respond_json(req, status, err);
@@ -609,8 +665,8 @@ static int req_parse_json(sb_http_req_t *req)
                               "request body must be application/json");
         return -1;
     }
-    req->json = json_loadb(c->body.data ? c->body.data : "", c->body.len,
-                           JSON_REJECT_DUPLICATES, &jerr);
+    req->json =
+        json_loadb(c->body.data ? c->body.data : "", c->body.len, JSON_REJECT_DUPLICATES, &jerr);
     if (req->json == NULL) {
         sb_http_respond_error(req, 400, "bad_request", "invalid JSON at line %d, column %d: %s",
                               jerr.line, jerr.column, jerr.text);
@@ -669,8 +725,7 @@ static void conn_dispatch(http_conn_t *c)
     req->start_ns = sb_now_ns();
     req->method = http_method_str(c->parser.method);
     req->is_head = c->parser.method == HTTP_HEAD;
-    req->keep_alive = http_should_keep_alive(&c->parser) && !c->srv->draining &&
-                      !c->parser.upgrade;
+    req->keep_alive = http_should_keep_alive(&c->parser) && !c->srv->draining && !c->parser.upgrade;
     req->nheaders = c->nh;
     for (int i = 0; i < c->nh; i++) {
         req->hnames[i] = c->hdr.data + c->offs[i].name;
@@ -688,8 +743,8 @@ static void conn_dispatch(http_conn_t *c)
         sb_http_respond_error(req, 400, "bad_request", "malformed request target");
         return;
     }
-    req->path = sb_pool_strndup(req->pool, url + u.field_data[UF_PATH].off,
-                                u.field_data[UF_PATH].len);
+    req->path =
+        sb_pool_strndup(req->pool, url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len);
     if (u.field_set & (1 << UF_QUERY))
         req->query = sb_pool_strndup(req->pool, url + u.field_data[UF_QUERY].off,
                                      u.field_data[UF_QUERY].len);
@@ -1048,8 +1103,7 @@ static void server_on_connection(uv_stream_t *listener, int status)
 
 /* ======================== server ======================== */
 
-sb_http_server_t *sb_http_server_new(uv_loop_t *loop, sb_router_t *r,
-                                     const sb_http_options_t *opts)
+sb_http_server_t *sb_http_server_new(uv_loop_t *loop, sb_router_t *r, const sb_http_options_t *opts)
 {
     sb_http_server_t *srv = sb_xcalloc(1, sizeof(*srv));
 
@@ -1067,8 +1121,8 @@ int sb_http_server_listen(sb_http_server_t *srv, const struct sockaddr *addr)
 {
     int one = 1;
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    socklen_t alen = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                 : sizeof(struct sockaddr_in);
+    socklen_t alen =
+        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     char name[64] = "?";
     int port = 0;
 
@@ -1211,6 +1265,7 @@ sb_http_loopback_t *sb_http_loopback_new(sb_http_server_t *srv)
     lb->done_timer.data = lb;
     uv_timer_init(srv->loop, &lb->in_timer);
     lb->in_timer.data = lb;
+    lb->open_timers = 2;
     lb->reading = 1;
     lb->conn = conn_new(srv, &lb_transport);
     lb->conn->lb = lb;
@@ -1244,8 +1299,8 @@ int sb_http_loopback_closed(const sb_http_loopback_t *lb)
 static void lb_timer_closed(uv_handle_t *h)
 {
     sb_http_loopback_t *lb = h->data;
-    if (h == (uv_handle_t *)&lb->done_timer)
-        return;   /* in_timer closes last */
+    if (--lb->open_timers > 0)
+        return;
     sb_buf_free(&lb->output);
     sb_buf_free(&lb->inbox);
     free(lb);

@@ -370,6 +370,26 @@ def test_body_at_limit_is_accepted(srv):
     assert json.loads(resp) == {"echo": ["q" * (MAX_BODY - 4)]}
 
 
+def test_expect_100_continue(srv):
+    with RawConnection(srv.port) as c:
+        c.send(b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 8\r\nExpect: 100-continue\r\n\r\n")
+        interim = c.read_response(timeout=15)
+        assert interim.status == 100, interim
+        c.send(b'{"c":10}')
+        r = c.read_response()
+        assert r.status == 200, r
+        assert r.json() == {"echo": {"c": 10}}
+
+
+def test_expect_100_continue_over_limit_gets_413_not_100(srv):
+    with RawConnection(srv.port) as c:
+        c.send(b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        r = c.read_response(timeout=15)
+        assert r.status == 413, r
+
+
 def test_huge_header_is_431(srv):
     req = (b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
     with RawConnection(srv.port) as c:
@@ -406,8 +426,12 @@ def test_moderate_headers_are_fine(srv):
     b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n",
     b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
     b"Content-Type: application/json\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    b"POST /debug/echo HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
 ], ids=["garbage", "ctl-in-method", "bad-version", "header-no-colon",
-        "bad-content-length", "bad-chunk-size"])
+        "bad-content-length", "bad-chunk-size", "cl-and-te", "two-content-lengths"])
 def test_malformed_request_is_400_then_closed(srv, raw):
     with RawConnection(srv.port) as c:
         c.send(raw)

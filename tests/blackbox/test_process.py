@@ -6,7 +6,15 @@ import socket
 import threading
 import time
 
-from conftest import children_of, group_members, pid_alive, wait_until
+from conftest import children_of, group_members, pid_alive, psql, wait_until
+
+
+def wait_sleep_running(database, timeout=20):
+    """Wait until PostgreSQL is running a pg_sleep for the server."""
+    sql = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+           "AND query ILIKE '%pg_sleep%' AND pid <> pg_backend_pid()")
+    wait_until(lambda: int(psql(database, sql).strip() or 0) > 0, timeout, interval=0.05,
+               message="the server's pg_sleep to be running in PostgreSQL")
 
 
 def connection_refused(port):
@@ -37,7 +45,8 @@ def test_graceful_shutdown_finishes_in_flight_request(database, start_server):
             result["e"] = e
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.5)
+    wait_sleep_running(database)
+    time.sleep(0.2)
     srv.send_signal(signal.SIGTERM)
 
     wait_until(lambda: connection_refused(srv.port), 30, interval=0.1,
@@ -75,7 +84,7 @@ def test_shutdown_timeout_bounds_shutdown(database, start_server):
             result["e"] = e
     t = threading.Thread(target=slow, daemon=True)
     t.start()
-    time.sleep(0.5)
+    wait_sleep_running(database)
     srv.send_signal(signal.SIGTERM)
     try:
         srv.proc.wait(timeout=30)
@@ -133,3 +142,27 @@ def test_sighup_reload_keeps_serving(database, start_server):
     ok = wait_until(lambda: srv.request("GET", "/healthz", timeout=30)[0] == 200, 20,
                     message="/healthz 200 after the second SIGHUP")
     assert ok
+
+
+def test_sigint_stops_gracefully(database, start_server):
+    srv = start_server(database, workers=2)
+    workers = wait_workers(srv, 2)
+    assert srv.stop(signal.SIGINT, timeout=30) == 0
+    wait_until(lambda: not any(pid_alive(p) for p in workers), 10,
+               message="workers to exit after SIGINT")
+
+
+def test_sighup_rereads_config_file(database, start_server, tmp_path):
+    conf = tmp_path / "switchboard.lua"
+    conf.write_text("max_body_size = 100\n")
+    srv = start_server(database, workers=1, args=["--config", str(conf)])
+    body = b"[" + b"1," * 200 + b"1]"  # 403 bytes
+    hdr = {"Content-Type": "application/json"}
+    status, _, resp = srv.request("POST", "/debug/echo", body=body, headers=hdr)
+    assert status == 413, resp
+    conf.write_text("max_body_size = 100000\n")
+    pid = srv.pid
+    srv.send_signal(signal.SIGHUP)
+    wait_until(lambda: srv.request("POST", "/debug/echo", body=body, headers=hdr)[0] == 200,
+               20, interval=0.2, message="the reloaded max_body_size to take effect")
+    assert srv.pid == pid and srv.alive()

@@ -60,7 +60,7 @@ static void test_pool(void **state)
 
     for (int round = 0; round < 3; round++) {
         char *a = sb_pool_strdup(p, "abc");
-        void *big = sb_pool_alloc(p, 100000);   /* a block of its own */
+        void *big = sb_pool_alloc(p, 100000); /* a block of its own */
         memset(big, 0xab, 100000);
         for (int i = 0; i < 1000; i++)
             assert_non_null(sb_pool_alloc(p, 24));

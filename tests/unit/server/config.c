@@ -17,10 +17,10 @@
 #include "config.h"
 
 static const char *const env_keys[] = {
-    "SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_LISTEN", "SWITCHBOARD_WORKERS",
-    "SWITCHBOARD_LOG_LEVEL", "SWITCHBOARD_DATA_DIR", "SWITCHBOARD_PLUGINS_DIR",
-    "SWITCHBOARD_PLUGINS", "SWITCHBOARD_SCRIPTS_DIR", "SWITCHBOARD_MAX_BODY_SIZE",
-    "SWITCHBOARD_HEADER_TIMEOUT", "SWITCHBOARD_READ_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT",
+    "SWITCHBOARD_DATABASE_URL",     "SWITCHBOARD_LISTEN",       "SWITCHBOARD_WORKERS",
+    "SWITCHBOARD_LOG_LEVEL",        "SWITCHBOARD_DATA_DIR",     "SWITCHBOARD_PLUGINS_DIR",
+    "SWITCHBOARD_PLUGINS",          "SWITCHBOARD_SCRIPTS_DIR",  "SWITCHBOARD_MAX_BODY_SIZE",
+    "SWITCHBOARD_HEADER_TIMEOUT",   "SWITCHBOARD_READ_TIMEOUT", "SWITCHBOARD_IDLE_TIMEOUT",
     "SWITCHBOARD_SHUTDOWN_TIMEOUT", "SWITCHBOARD_DB_POOL_SIZE", "SWITCHBOARD_DEBUG_ROUTES",
 };
 
@@ -162,7 +162,7 @@ static void test_errors_name_the_key(void **state)
 
     path = write_file("workers = = 2\n");
     assert_int_equal(sb_config_load(&cfg, path, err, sizeof(err)), SB_EINVAL);
-    assert_non_null(strstr(err, ":1:"));   /* the line of the syntax error */
+    assert_non_null(strstr(err, ":1:")); /* the line of the syntax error */
     unlink(path);
     free(path);
 
@@ -172,7 +172,8 @@ static void test_errors_name_the_key(void **state)
     unlink(path);
     free(path);
 
-    assert_int_equal(sb_config_load(&cfg, "/nonexistent/switchboard.conf", err, sizeof(err)), SB_EINVAL);
+    assert_int_equal(sb_config_load(&cfg, "/nonexistent/switchboard.conf", err, sizeof(err)),
+                     SB_EINVAL);
     assert_non_null(strstr(err, "/nonexistent/switchboard.conf"));
 }
 

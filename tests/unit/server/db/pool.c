@@ -112,10 +112,10 @@ static void test_params_and_cache(void **state)
     sb_db_stmt_t s[] = {
         {"SELECT $1::int + 1", 1, p1},
         {"SELECT length($1::text)", 1, p2},
-        {"SELECT $1::int + 1", 1, p1},        /* the same text twice in a batch */
+        {"SELECT $1::int + 1", 1, p1}, /* the same text twice in a batch */
         {"SELECT coalesce($1::text, 'null')", 1, p3},
     };
-    for (int round = 0; round < 3; round++) {   /* later rounds hit the cache */
+    for (int round = 0; round < 3; round++) { /* later rounds hit the cache */
         run_query(f, s, 4);
         assert_int_equal(f->status, 0);
         assert_int_equal(f->n, 4);
@@ -236,7 +236,8 @@ static void test_listen(void **state)
     fx_t *f = fx_new(db_url());
     const char *channels[] = {"sb_test_events"};
     assert_int_equal(sb_db_listen_start(f->db, channels, 1, on_notify, on_listen_state, f), 0);
-    assert_int_equal(sb_db_listen_start(f->db, channels, 1, on_notify, on_listen_state, f), SB_EBUSY);
+    assert_int_equal(sb_db_listen_start(f->db, channels, 1, on_notify, on_listen_state, f),
+                     SB_EBUSY);
     wait_for(f, &f->listen_up);
 
     const char *p[] = {"hello"};

@@ -12,8 +12,14 @@
 #include "common.h"
 #include "http/http.h"
 
-static int h_a(sb_http_req_t *req, void *data) { return 0; }
-static int h_b(sb_http_req_t *req, void *data) { return 0; }
+static int h_a(sb_http_req_t *req, void *data)
+{
+    return 0;
+}
+static int h_b(sb_http_req_t *req, void *data)
+{
+    return 0;
+}
 
 static void test_match(void **state)
 {

@@ -38,8 +38,8 @@ static int h_hello(sb_http_req_t *req, void *data)
 static int h_item(sb_http_req_t *req, void *data)
 {
     const char *q = sb_http_req_query(req, "q");
-    sb_http_respond_json(req, 200, json_pack("{s:s,s:s?}", "id", sb_http_req_param(req, "id"),
-                                             "q", q));
+    sb_http_respond_json(req, 200,
+                         json_pack("{s:s,s:s?}", "id", sb_http_req_param(req, "id"), "q", q));
     return 0;
 }
 
@@ -243,7 +243,7 @@ static void test_head_and_404_405(void **state)
     const char *out = run_until(f, 3);
     const char *head_end = strstr(out, "\r\n\r\n");
     assert_non_null(head_end);
-    assert_memory_equal(head_end + 4, "HTTP/1.1 404", 12);  /* HEAD: no body */
+    assert_memory_equal(head_end + 4, "HTTP/1.1 404", 12); /* HEAD: no body */
     assert_non_null(strstr(out, "\"code\":\"not_found\""));
     assert_non_null(strstr(out, "HTTP/1.1 405 Method Not Allowed"));
     assert_non_null(strstr(out, "Allow: GET, HEAD\r\n"));
@@ -252,10 +252,12 @@ static void test_head_and_404_405(void **state)
 static void test_json_routes(void **state)
 {
     fixture_t *f = *state;
-    feed(f, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json; charset=utf-8\r\n"
-            "Content-Length: 8\r\n\r\n{\"a\":[]}"
-            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
-            "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5\r\n\r\n{bad}");
+    feed(f,
+         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json; charset=utf-8\r\n"
+         "Content-Length: 8\r\n\r\n{\"a\":[]}"
+         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+         "5\r\n\r\n{bad}");
     const char *out = run_until(f, 3);
     assert_non_null(strstr(out, "{\"echo\":{\"a\":[]}}"));
     assert_non_null(strstr(out, "HTTP/1.1 415"));
@@ -328,7 +330,7 @@ static void test_header_timeout(void **state)
 {
     fixture_t *f = *state;
     feed(f, "GET /hello HTTP/1.1\r\nHost: x\r\n");
-    const char *out = run_until(f, 1);   /* the 50 ms header timer fires */
+    const char *out = run_until(f, 1); /* the 50 ms header timer fires */
     assert_non_null(strstr(out, "HTTP/1.1 408"));
     assert_true(sb_http_loopback_closed(f->lb));
 }
