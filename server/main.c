@@ -4,6 +4,8 @@
  * to the command; exit codes are 0 (done), 1 (failed) and 2 (usage or
  * configuration error).
  */
+#include "auth.h"
+#include "cli.h"
 #include "common.h"
 #include "config.h"
 #include "db/db.h"
@@ -27,8 +29,16 @@ static void main_usage(FILE *out)
         "Usage: switchboard [--config FILE] COMMAND\n"
         "\n"
         "Commands:\n"
-        "  serve      run the server (master and workers) in the foreground\n"
-        "  migrate    apply pending database migrations, then exit\n"
+        "  serve                         run the server (master and workers) in the foreground\n"
+        "  migrate                       apply pending database migrations, then exit\n"
+        "  tenant add SLUG --name NAME   add a tenant (client company)\n"
+        "  agent add EMAIL --name NAME [--tenant SLUG --role ROLE]\n"
+        "                                add an agent (password on stdin), or add an existing\n"
+        "                                agent to another tenant; ROLE: admin, supervisor,\n"
+        "                                agent (default) or viewer\n"
+        "  agent passwd EMAIL            set an agent's password (from stdin)\n"
+        "  admin add EMAIL [--name NAME] make an agent a platform administrator (creating\n"
+        "                                it, password on stdin, if needed)\n"
         "\n"
         "Options:\n"
         "  -c, --config FILE  read configuration from FILE (Lua: key = value)\n"
@@ -98,27 +108,42 @@ static int main_check_schema(const sb_config_t *cfg)
     return 0;
 }
 
+static int main_is_command(const char *s)
+{
+    static const char *const commands[] = {"serve", "migrate", "tenant", "agent", "admin"};
+    for (size_t i = 0; i < SB_ARRAY_SIZE(commands); i++)
+        if (strcmp(s, commands[i]) == 0)
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_file = NULL;
     const char *command = NULL;
+    char **rest = sb_xcalloc((size_t)argc + 1, sizeof(char *));
+    int nrest = 0;
     sb_config_t cfg;
     char err[1024];
+    int rc = 2;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0) {
+        if (command == NULL && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
+                                strcmp(a, "help") == 0)) {
             main_usage(stdout);
-            return 0;
+            rc = 0;
+            goto done;
         }
-        if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+        if (command == NULL && (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0)) {
             printf("switchboard %s\n", SB_VERSION);
-            return 0;
+            rc = 0;
+            goto done;
         }
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
             if (++i == argc) {
                 fprintf(stderr, "switchboard: option \"%s\" needs a file name\n", a);
-                return 2;
+                goto done;
             }
             config_file = argv[i];
             continue;
@@ -127,33 +152,44 @@ int main(int argc, char **argv)
             config_file = a + 9;
             continue;
         }
-        if (a[0] == '-' || command != NULL) {
-            fprintf(stderr,
-                    "switchboard: unrecognized argument \"%s\"\n"
-                    "Try \"switchboard --help\".\n",
-                    a);
-            return 2;
+        if (command != NULL) {
+            rest[nrest++] = argv[i];   /* the command's own words */
+            continue;
+        }
+        if (a[0] == '-' || !main_is_command(a)) {
+            fprintf(stderr, "switchboard: %s \"%s\"\nTry \"switchboard --help\".\n",
+                    a[0] == '-' ? "unrecognized argument" : "unknown command", a);
+            goto done;
         }
         command = a;
     }
-    if (command == NULL || (strcmp(command, "serve") != 0 && strcmp(command, "migrate") != 0)) {
-        if (command)
-            fprintf(stderr, "switchboard: unknown command \"%s\"\n", command);
+    if (command == NULL) {
         main_usage(stderr);
-        return 2;
+        goto done;
+    }
+    if ((strcmp(command, "serve") == 0 || strcmp(command, "migrate") == 0) && nrest > 0) {
+        fprintf(stderr, "switchboard: unrecognized argument \"%s\"\nTry \"switchboard --help\".\n",
+                rest[0]);
+        goto done;
     }
 
     if (sb_config_load(&cfg, config_file, err, sizeof(err)) != 0) {
         sb_log(SB_LOG_FATAL, NULL, "%s", err);
-        return 2;
+        goto done;
     }
     sb_log_set_level(cfg.log_level);
-
-    int rc;
-    if (strcmp(command, "migrate") == 0)
+    if (sb_auth_init() != 0) {
+        sb_log(SB_LOG_FATAL, NULL, "could not initialise libsodium");
+        rc = 1;
+    } else if (strcmp(command, "migrate") == 0) {
         rc = main_migrate(&cfg);
-    else
+    } else if (strcmp(command, "serve") == 0) {
         rc = main_check_schema(&cfg) != 0 ? 1 : sb_master_run(&cfg);
+    } else {
+        rc = sb_cli_run(&cfg, command, nrest, rest);
+    }
     sb_config_free(&cfg);
+done:
+    free(rest);
     return rc;
 }

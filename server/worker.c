@@ -109,11 +109,13 @@ static int worker_setup(worker_t *w)
         .size = w->cfg->db_pool_size,
         .acquire_timeout_ms = 5000,
         .max_waiting = 1024,
+        .role = SB_API_DB_ROLE,
     };
 
     if (sb_db_new(&w->loop, &dopts, &w->db) != 0)
         return SB_EINVAL;
     w->router = sb_router_new();
+    w->api.loop = &w->loop;
     w->api.db = w->db;
     w->api.cfg = w->cfg;
     w->api.router = w->router;

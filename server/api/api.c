@@ -8,6 +8,10 @@
 int sb_api_routes_add(sb_router_t *r, sb_api_t *api)
 {
     int rc = sb_api_health_routes_add(r, api);
+    if (rc == 0)
+        rc = sb_api_session_routes_add(r, api);
+    if (rc == 0)
+        rc = sb_api_ticket_routes_add(r, api);
     if (rc == 0 && api->cfg->debug_routes)
         rc = sb_api_debug_routes_add(r, api);
     return rc;

@@ -12,13 +12,110 @@
 
 /* What route handlers reach: borrowed, valid for the worker's life. */
 typedef struct sb_api {
+    uv_loop_t *loop;
     sb_db_t *db;
     const sb_config_t *cfg;
     sb_router_t *router;
 } sb_api_t;
 
+/* ======================== authenticated calls ======================== */
+
+/* A member's role in a tenant, ordered by what it may do. */
+typedef enum sb_role {
+    SB_ROLE_NONE = 0,
+    SB_ROLE_VIEWER,           /* the client company's auditor: reads only */
+    SB_ROLE_AGENT,            /* works tickets */
+    SB_ROLE_SUPERVISOR,       /* also reassigns anyone's, manages teams */
+    SB_ROLE_ADMIN,            /* also manages agents, memberships, channels, rules */
+} sb_role_t;
+
+typedef struct sb_api_call sb_api_call_t;
+typedef void (*sb_api_next_cb)(sb_api_call_t *call);
+
+/* One authenticated API request.  Lives in the request's pool. */
+struct sb_api_call {
+    sb_http_req_t *req;
+    sb_api_t *api;
+    char token_hash[72];
+    char agent_id[24];
+    const char *agent_name;
+    const char *agent_email;
+    int platform_admin;
+    char tenant_id[24];       /* "" outside a tenant */
+    sb_role_t role;
+    sb_api_next_cb next;
+    void *data;               /* the handler's own state */
+    int attempts;             /* for handlers that retry a conflict */
+};
+
+/* Parses "admin", "supervisor", "agent" or "viewer"; SB_ROLE_NONE otherwise. */
+sb_role_t sb_api_role_parse(const char *s);
+const char *sb_api_role_name(sb_role_t role);
+
+/*
+ * Authenticates the bearer token (401 when missing or invalid).  With a
+ * tenant slug, also finds the tenant and the caller's role in it: 404 when
+ * the caller is not a member (a foreign tenant's existence does not leak),
+ * 403 when the role is below min_role.  Then calls next.  Returns 0, or an
+ * SB_E* code for the server to answer (next is then never called).
+ */
+int sb_api_begin(sb_http_req_t *req, sb_api_t *api, const char *tenant, sb_role_t min_role,
+                 sb_api_next_cb next, void *data);
+
+/*
+ * Runs stmts in one transaction as the call's agent, within its tenant:
+ * row-level security sees only that tenant's rows.  cb gets the results of
+ * stmts only and call as data.  Returns 0 or SB_EUNAVAILABLE/SB_EBUSY
+ * (cb not called).
+ */
+int sb_api_tx(sb_api_call_t *call, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb);
+
+/* Responds with the first column of the first row (a JSON document), or 404. */
+void sb_api_respond_row(sb_http_req_t *req, int status, const PGresult *res);
+
+/* The SQLSTATE of the first failed result, or "". */
+const char *sb_api_sqlstate(PGresult *const *res, int n);
+
+/* ======================== input ======================== */
+
+typedef enum sb_field_type {
+    SB_FIELD_STRING,
+    SB_FIELD_INT,
+    SB_FIELD_BOOL,
+    SB_FIELD_STRINGS,         /* an array of strings */
+    SB_FIELD_OBJECT,
+    SB_FIELD_ID_OR_NULL,      /* an integer id, or null to clear */
+} sb_field_type_t;
+
+/* One accepted member of a JSON object; lists end with a NULL name. */
+typedef struct sb_api_field {
+    const char *name;
+    sb_field_type_t type;
+    int required;
+    size_t max;               /* strings: characters; arrays: items (0 = no limit) */
+    const char *const *oneof; /* strings: the allowed values (NULL-terminated) */
+} sb_api_field_t;
+
+/*
+ * Checks that obj is an object with only the listed members, of the right
+ * types and sizes.  On failure responds 422 naming the field (prefix.name)
+ * and returns SB_EINVAL.
+ */
+int sb_api_check(sb_http_req_t *req, json_t *obj, const char *prefix, const sb_api_field_t *fields);
+
+/* Responds 422 {"error":{"code":"invalid_field","field":field,"message":...}}. */
+void sb_api_respond_invalid(sb_http_req_t *req, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Registers the session, tenant and ticket routes. */
+int sb_api_session_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api);
+
 /* Registers every route on r.  Returns 0 or the router's error. */
 int sb_api_routes_add(sb_router_t *r, sb_api_t *api);
+
+/* The tenant role the server's request transactions run as. */
+#define SB_API_DB_ROLE "switchboard_app"
 
 /* Registers /healthz, /readyz and /metrics. */
 int sb_api_health_routes_add(sb_router_t *r, sb_api_t *api);

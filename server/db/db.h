@@ -30,6 +30,7 @@ typedef struct sb_db_options {
     int size;                    /* connections in the pool */
     uint64_t acquire_timeout_ms; /* how long a request may wait for one */
     int max_waiting;             /* requests allowed to wait at once */
+    const char *role;            /* SET ROLE to this after connecting, or NULL (copied) */
 } sb_db_options_t;
 
 typedef struct sb_db_stats {

@@ -19,6 +19,7 @@
 typedef enum {
     CONN_DOWN, /* waiting for the reconnect timer */
     CONN_CONNECTING,
+    CONN_SETUP,               /* SET ROLE in flight */
     CONN_READY,
     CONN_BUSY, /* a batch is in flight */
     CONN_CLOSED,
@@ -79,6 +80,7 @@ struct db_waiter {
 struct sb_db {
     uv_loop_t *loop;
     char *conninfo;
+    char *role;
     sb_db_options_t opts;
     sb_db_conn_t *conns;
     int nconns;
@@ -255,6 +257,8 @@ static void conn_connected(sb_db_conn_t *c)
     sb_db_t *db = c->db;
 
     PQsetnonblocking(c->pg, 1);
+    if (c->state == CONN_SETUP)
+        goto enter_pipeline;
     if (db->down_logged)
         sb_log(SB_LOG_NOTICE, NULL, "database connection restored");
     db->down_logged = 0;
@@ -263,6 +267,23 @@ static void conn_connected(sb_db_conn_t *c)
         conn_listen_send(c);
         return;
     }
+    if (db->role && c->state == CONN_CONNECTING) {
+        /* Request transactions run as a role that owns nothing, so that
+         * row-level security holds even for a superuser's connection. */
+        char *id = PQescapeIdentifier(c->pg, db->role, strlen(db->role));
+        char *sql = id ? sb_xasprintf("SET ROLE %s", id) : NULL;
+        int ok = sql && PQsendQuery(c->pg, sql);
+        PQfreemem(id);
+        free(sql);
+        if (!ok) {
+            conn_broken(c, PQerrorMessage(c->pg));
+            return;
+        }
+        c->state = CONN_SETUP;
+        conn_poll(c, PQflush(c->pg) == 1 ? UV_READABLE | UV_WRITABLE : UV_READABLE);
+        return;
+    }
+enter_pipeline:
     if (!PQenterPipelineMode(c->pg)) {
         conn_broken(c, PQerrorMessage(c->pg));
         return;
@@ -587,6 +608,27 @@ static void conn_listen_drain(sb_db_conn_t *c)
     }
 }
 
+/* Reads the answer to SET ROLE; the connection is ready after it. */
+static void conn_setup_collect(sb_db_conn_t *c)
+{
+    while (!PQisBusy(c->pg)) {
+        PGresult *r = PQgetResult(c->pg);
+        if (r == NULL) {
+            conn_connected(c);
+            return;
+        }
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char msg[256];
+            snprintf(msg, sizeof(msg), "could not switch to role \"%s\": %s", c->db->role,
+                     PQresultErrorMessage(r));
+            PQclear(r);
+            conn_broken(c, msg);
+            return;
+        }
+        PQclear(r);
+    }
+}
+
 static void conn_poll_cb(uv_poll_t *p, int status, int events)
 {
     sb_db_conn_t *c = p->data;
@@ -616,6 +658,10 @@ static void conn_poll_cb(uv_poll_t *p, int status, int events)
     }
     if (c->is_listen) {
         conn_listen_drain(c);
+        return;
+    }
+    if (c->state == CONN_SETUP) {
+        conn_setup_collect(c);
         return;
     }
     if (c->state == CONN_BUSY)
@@ -874,8 +920,10 @@ int sb_db_new(uv_loop_t *loop, const sb_db_options_t *opts, sb_db_t **out)
     sb_db_t *db = sb_xcalloc(1, sizeof(*db));
     db->loop = loop;
     db->conninfo = sb_xstrdup(opts->conninfo ? opts->conninfo : "");
+    db->role = opts->role ? sb_xstrdup(opts->role) : NULL;
     db->opts = *opts;
     db->opts.conninfo = db->conninfo;
+    db->opts.role = db->role;
     if (db->opts.max_waiting <= 0)
         db->opts.max_waiting = 1024;
     if (db->opts.acquire_timeout_ms == 0)
@@ -931,6 +979,7 @@ static void db_handle_release(sb_db_t *db)
     void *cb_data = db->close_data;
     free(db->conns);
     free(db->conninfo);
+    free(db->role);
     free(db);
     if (cb)
         cb(cb_data);

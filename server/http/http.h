@@ -139,6 +139,8 @@ const char *sb_http_req_body(const sb_http_req_t *req, size_t *len);
 /* The parsed body of a JSON route (NULL when there was none).  Borrowed. */
 json_t *sb_http_req_json(const sb_http_req_t *req);
 const char *sb_http_req_id(const sb_http_req_t *req);
+/* The client's address as text ("127.0.0.1"), or "-" for in-memory ones. */
+const char *sb_http_req_peer(sb_http_req_t *req);
 const sb_log_ctx_t *sb_http_req_log(const sb_http_req_t *req);
 /* The request's pool: memory valid until the response has been written. */
 sb_pool_t *sb_http_req_pool(sb_http_req_t *req);

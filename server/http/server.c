@@ -141,6 +141,7 @@ struct sb_http_loopback {
 };
 
 static http_parser_settings parser_settings;
+static const http_transport_t tcp_transport;
 static void conn_feed(http_conn_t *c, const char *data, size_t len);
 static void conn_fail(http_conn_t *c, int status);
 static void conn_close(http_conn_t *c);
@@ -503,6 +504,24 @@ sb_pool_t *sb_http_req_pool(sb_http_req_t *req)
 json_t *sb_http_req_json(const sb_http_req_t *req)
 {
     return req->json;
+}
+
+const char *sb_http_req_peer(sb_http_req_t *req)
+{
+    http_conn_t *c = req->conn;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char name[64];
+
+    if (c->lb != NULL || c->tp != &tcp_transport)
+        return "-";
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return "-";
+    if (ss.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&ss, name, sizeof(name));
+    else
+        uv_ip4_name((struct sockaddr_in *)&ss, name, sizeof(name));
+    return sb_pool_strdup(req->pool, name);
 }
 
 const char *sb_http_req_header(const sb_http_req_t *req, const char *name)
