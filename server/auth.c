@@ -65,7 +65,7 @@ int sb_auth_password_check(const char *hash, const char *password)
 typedef struct {
     uv_work_t work;
     int verify;
-    char *hash;               /* in (verify) or out (hash) */
+    char *hash; /* in (verify) or out (hash) */
     char *password;
     int ok;
     sb_auth_done_cb cb;

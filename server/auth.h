@@ -11,9 +11,9 @@
 #include <stddef.h>
 #include <uv.h>
 
-#define SB_AUTH_TOKEN_LEN 47      /* "sbt_" + 43 base64url characters */
-#define SB_AUTH_HASH_HEX_LEN 66   /* "\x" + 64 hex digits: a bytea literal */
-#define SB_AUTH_PWHASH_LEN 128    /* crypto_pwhash_STRBYTES */
+#define SB_AUTH_TOKEN_LEN 47    /* "sbt_" + 43 base64url characters */
+#define SB_AUTH_HASH_HEX_LEN 66 /* "\x" + 64 hex digits: a bytea literal */
+#define SB_AUTH_PWHASH_LEN 128  /* crypto_pwhash_STRBYTES */
 
 /* Initialises libsodium.  Call once per process before anything else here. */
 int sb_auth_init(void);

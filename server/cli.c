@@ -61,7 +61,8 @@ static char *cli_read_password(void)
         buf[0] = '\0';
     buf[strcspn(buf, "\r\n")] = '\0';
     if (strlen(buf) < 8 || strlen(buf) > 1024) {
-        sb_log(SB_LOG_ERR, NULL, "the password (read from standard input) must be 8 to 1024 characters");
+        sb_log(SB_LOG_ERR, NULL,
+               "the password (read from standard input) must be 8 to 1024 characters");
         return NULL;
     }
     return buf;
@@ -137,8 +138,8 @@ static int cli_tenant_add(PGconn *pg, const cli_args_t *a)
 static int cli_agent_find(PGconn *pg, const char *email, char *out, size_t len)
 {
     const char *p[1] = {email};
-    PGresult *r = cli_exec(pg, "SELECT id FROM agents WHERE lower(email) = lower($1)", 1, p,
-                           "look up agent");
+    PGresult *r =
+        cli_exec(pg, "SELECT id FROM agents WHERE lower(email) = lower($1)", 1, p, "look up agent");
     if (r == NULL)
         return SB_EDB;
     int found = PQntuples(r) == 1;
@@ -189,7 +190,8 @@ static int cli_agent_add(PGconn *pg, const cli_args_t *a)
     for (size_t i = 0; i < SB_ARRAY_SIZE(roles); i++)
         ok_role |= strcmp(role, roles[i]) == 0;
     if (!ok_role) {
-        sb_log(SB_LOG_ERR, NULL, "role must be admin, supervisor, agent or viewer, not \"%s\"", role);
+        sb_log(SB_LOG_ERR, NULL, "role must be admin, supervisor, agent or viewer, not \"%s\"",
+               role);
         return 2;
     }
     const char *email = a->positional[0];
@@ -233,8 +235,9 @@ static int cli_agent_passwd(PGconn *pg, const cli_args_t *a)
     if (password == NULL || sb_auth_password_hash(password, hash) != 0)
         return 1;
     const char *p[2] = {a->positional[0], hash};
-    PGresult *r = cli_exec(pg, "UPDATE agents SET password_hash = $2 WHERE lower(email) = lower($1)",
-                           2, p, "set password");
+    PGresult *r =
+        cli_exec(pg, "UPDATE agents SET password_hash = $2 WHERE lower(email) = lower($1)", 2, p,
+                 "set password");
     if (r == NULL)
         return 1;
     int rows = atoi(PQcmdTuples(r));
@@ -245,8 +248,10 @@ static int cli_agent_passwd(PGconn *pg, const cli_args_t *a)
     }
     /* A new password ends the sessions opened with the old one. */
     const char *q[1] = {a->positional[0]};
-    cli_do(pg, "DELETE FROM sessions WHERE agent_id = (SELECT id FROM agents"
-               " WHERE lower(email) = lower($1))", 1, q, "end sessions");
+    cli_do(pg,
+           "DELETE FROM sessions WHERE agent_id = (SELECT id FROM agents"
+           " WHERE lower(email) = lower($1))",
+           1, q, "end sessions");
     printf("password of %s changed\n", a->positional[0]);
     return 0;
 }

@@ -129,8 +129,8 @@ int main(int argc, char **argv)
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (command == NULL && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
-                                strcmp(a, "help") == 0)) {
+        if (command == NULL &&
+            (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 || strcmp(a, "help") == 0)) {
             main_usage(stdout);
             rc = 0;
             goto done;
@@ -153,7 +153,7 @@ int main(int argc, char **argv)
             continue;
         }
         if (command != NULL) {
-            rest[nrest++] = argv[i];   /* the command's own words */
+            rest[nrest++] = argv[i]; /* the command's own words */
             continue;
         }
         if (a[0] == '-' || !main_is_command(a)) {

@@ -23,10 +23,10 @@ typedef struct sb_api {
 /* A member's role in a tenant, ordered by what it may do. */
 typedef enum sb_role {
     SB_ROLE_NONE = 0,
-    SB_ROLE_VIEWER,           /* the client company's auditor: reads only */
-    SB_ROLE_AGENT,            /* works tickets */
-    SB_ROLE_SUPERVISOR,       /* also reassigns anyone's, manages teams */
-    SB_ROLE_ADMIN,            /* also manages agents, memberships, channels, rules */
+    SB_ROLE_VIEWER,     /* the client company's auditor: reads only */
+    SB_ROLE_AGENT,      /* works tickets */
+    SB_ROLE_SUPERVISOR, /* also reassigns anyone's, manages teams */
+    SB_ROLE_ADMIN,      /* also manages agents, memberships, channels, rules */
 } sb_role_t;
 
 typedef struct sb_api_call sb_api_call_t;
@@ -41,11 +41,11 @@ struct sb_api_call {
     const char *agent_name;
     const char *agent_email;
     int platform_admin;
-    char tenant_id[24];       /* "" outside a tenant */
+    char tenant_id[24]; /* "" outside a tenant */
     sb_role_t role;
     sb_api_next_cb next;
-    void *data;               /* the handler's own state */
-    int attempts;             /* for handlers that retry a conflict */
+    void *data;   /* the handler's own state */
+    int attempts; /* for handlers that retry a conflict */
 };
 
 /* Parses "admin", "supervisor", "agent" or "viewer"; SB_ROLE_NONE otherwise. */
@@ -82,9 +82,9 @@ typedef enum sb_field_type {
     SB_FIELD_STRING,
     SB_FIELD_INT,
     SB_FIELD_BOOL,
-    SB_FIELD_STRINGS,         /* an array of strings */
+    SB_FIELD_STRINGS, /* an array of strings */
     SB_FIELD_OBJECT,
-    SB_FIELD_ID_OR_NULL,      /* an integer id, or null to clear */
+    SB_FIELD_ID_OR_NULL, /* an integer id, or null to clear */
 } sb_field_type_t;
 
 /* One accepted member of a JSON object; lists end with a NULL name. */
@@ -110,6 +110,16 @@ void sb_api_respond_invalid(sb_http_req_t *req, const char *field, const char *f
 /* Registers the session, tenant and ticket routes. */
 int sb_api_session_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_customer_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_openapi_routes_add(sb_router_t *r, sb_api_t *api);
+
+/*
+ * Builds the OpenAPI 3 document of the routes on r (debug routes left
+ * out).  Returns 0 with a new reference in *out, or SB_ENOENT with the
+ * pattern of a route that has no description in *missing.
+ */
+int sb_api_openapi_build(const sb_router_t *r, json_t **out, const char **missing);
 
 /* Registers every route on r.  Returns 0 or the router's error. */
 int sb_api_routes_add(sb_router_t *r, sb_api_t *api);

@@ -257,14 +257,15 @@ static int check_value(sb_http_req_t *req, const char *field, json_t *v, const s
         return SB_EINVAL;
     case SB_FIELD_STRINGS: {
         if (!json_is_array(v) || (f->max && json_array_size(v) > f->max)) {
-            sb_api_respond_invalid(req, field, "field \"%s\" must be an array of at most %zu strings",
-                                   field, f->max);
+            sb_api_respond_invalid(
+                req, field, "field \"%s\" must be an array of at most %zu strings", field, f->max);
             return SB_EINVAL;
         }
         size_t i;
         json_t *item;
         sb_api_field_t each = {f->name, SB_FIELD_STRING, 1, 100, NULL};
-        json_array_foreach(v, i, item) {
+        json_array_foreach(v, i, item)
+        {
             if (check_string(req, field, item, &each) != 0)
                 return SB_EINVAL;
         }
@@ -285,7 +286,8 @@ int sb_api_check(sb_http_req_t *req, json_t *obj, const char *prefix, const sb_a
                                prefix ? prefix : "the request body");
         return SB_EINVAL;
     }
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         const sb_api_field_t *f = fields;
         while (f->name && strcmp(f->name, key) != 0)
             f++;

@@ -100,7 +100,8 @@ static void login_verified(int ok, const char *out, void *data)
         rc = sb_db_query(l->api->db, s, 3, login_created, l);
     }
     if (rc != 0)
-        sb_http_respond_error(l->req, 503, "unavailable", "the database is unavailable; retry later");
+        sb_http_respond_error(l->req, 503, "unavailable",
+                              "the database is unavailable; retry later");
 }
 
 static void login_looked_up(int status, PGresult *const *res, int n, void *data)
@@ -136,7 +137,8 @@ static int session_create(sb_http_req_t *req, void *data)
         {NULL, 0, 0, 0, NULL},
     };
     static const char sql_blocked[] =
-        "SELECT ceil(extract(epoch FROM max(window_start + interval '" LOGIN_WINDOW "' - now())))::int"
+        "SELECT ceil(extract(epoch FROM max(window_start + interval '" LOGIN_WINDOW
+        "' - now())))::int"
         " FROM login_failures WHERE window_start > now() - interval '" LOGIN_WINDOW "'"
         " AND ((key = $1 AND failures >= " LOGIN_MAX_PER_ACCOUNT ")"
         "   OR (key = $2 AND failures >= " LOGIN_MAX_PER_IP "))";
@@ -204,11 +206,12 @@ static void call_row(int status, PGresult *const *res, int n, void *data)
 }
 
 /* The tenants the agent belongs to (all of them for a platform admin). */
-#define SQL_MY_TENANTS                                                                             \
-    "coalesce((SELECT json_agg(json_build_object('slug', t.slug, 'name', t.name,"                  \
-    "   'role', m.role) ORDER BY t.slug)"                                                          \
-    " FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.id AND m.agent_id = sb_agent()"    \
-    " WHERE m.agent_id IS NOT NULL OR (SELECT is_platform_admin FROM agents WHERE id = sb_agent())"\
+#define SQL_MY_TENANTS                                                                          \
+    "coalesce((SELECT json_agg(json_build_object('slug', t.slug, 'name', t.name,"               \
+    "   'role', m.role) ORDER BY t.slug)"                                                       \
+    " FROM tenants t LEFT JOIN memberships m ON m.tenant_id = t.id AND m.agent_id = sb_agent()" \
+    " WHERE m.agent_id IS NOT NULL OR (SELECT is_platform_admin FROM agents WHERE id = "        \
+    "sb_agent())"                                                                               \
     "), '[]')"
 
 static void me_next(sb_api_call_t *call)
@@ -231,8 +234,8 @@ static int me_get(sb_http_req_t *req, void *data)
 
 static void tenants_list_next(sb_api_call_t *call)
 {
-    static const char sql[] = "SELECT json_build_object('items', " SQL_MY_TENANTS
-                              ", 'next_cursor', NULL)";
+    static const char sql[] =
+        "SELECT json_build_object('items', " SQL_MY_TENANTS ", 'next_cursor', NULL)";
     sb_db_stmt_t s = {sql, 0, NULL};
     if (sb_api_tx(call, &s, 1, call_row) != 0)
         sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");

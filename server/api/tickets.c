@@ -20,14 +20,14 @@
 static const char *const ticket_statuses[] = {"new",    "open",   "pending", "on_hold",
                                               "solved", "closed", NULL};
 static const char *const ticket_priorities[] = {"low", "normal", "high", "urgent", NULL};
-static const char *const identity_kinds[] = {"email",     "phone", "chat", "telegram", "whatsapp",
+static const char *const identity_kinds[] = {"email",     "phone", "chat",  "telegram", "whatsapp",
                                              "messenger", "sms",   "other", NULL};
 
 /* The ticket with its messages, for ticket id switchboard.ticket_id or number $1. */
-#define SQL_TICKET_DETAIL(where)                                                                   \
-    "SELECT sb_ticket_json(t) || jsonb_build_object('messages', coalesce((SELECT"                  \
-    " jsonb_agg(sb_message_json(m) ORDER BY m.id) FROM messages m"                                 \
-    " WHERE m.tenant_id = t.tenant_id AND m.ticket_id = t.id), '[]')), t.version"                  \
+#define SQL_TICKET_DETAIL(where)                                                  \
+    "SELECT sb_ticket_json(t) || jsonb_build_object('messages', coalesce((SELECT" \
+    " jsonb_agg(sb_message_json(m) ORDER BY m.id) FROM messages m"                \
+    " WHERE m.tenant_id = t.tenant_id AND m.ticket_id = t.id), '[]')), t.version" \
     " FROM tickets t WHERE t.tenant_id = sb_tenant() AND " where
 
 static void ticket_fail(sb_api_call_t *call, int status, PGresult *const *res, int n)
@@ -37,7 +37,8 @@ static void ticket_fail(sb_api_call_t *call, int status, PGresult *const *res, i
 
 static void ticket_503(sb_api_call_t *call)
 {
-    sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable; retry later");
+    sb_http_respond_error(call->req, 503, "unavailable",
+                          "the database is unavailable; retry later");
 }
 
 /* A ticket number from the path: digits only, else the ticket does not exist. */
@@ -106,7 +107,8 @@ static void ticket_create_run(sb_api_call_t *call)
         "WITH ident AS (SELECT customer_id FROM customer_identities"
         "  WHERE tenant_id = sb_tenant() AND kind = $1 AND value = $2),"
         " new_c AS (INSERT INTO customers (tenant_id, name)"
-        "  SELECT sb_tenant(), coalesce($3, '') WHERE NOT EXISTS (SELECT 1 FROM ident) RETURNING id),"
+        "  SELECT sb_tenant(), coalesce($3, '') WHERE NOT EXISTS (SELECT 1 FROM ident) RETURNING "
+        "id),"
         " new_i AS (INSERT INTO customer_identities (tenant_id, customer_id, kind, value)"
         "  SELECT sb_tenant(), id, $1, $2 FROM new_c RETURNING customer_id),"
         " num AS (INSERT INTO ticket_counters (tenant_id, last_number) VALUES (sb_tenant(), 1)"
@@ -182,7 +184,8 @@ static int ticket_create(sb_http_req_t *req, void *data)
     const char *phone = json_string_value(json_object_get(cust, "phone"));
     if (email && *email) {
         if (strchr(email, '@') == NULL) {
-            sb_api_respond_invalid(req, "customer.email", "field \"customer.email\" must be an email address");
+            sb_api_respond_invalid(req, "customer.email",
+                                   "field \"customer.email\" must be an email address");
             return 0;
         }
         c->params[0] = "email";
@@ -220,28 +223,29 @@ static int ticket_create(sb_http_req_t *req, void *data)
 /* ======================== list ======================== */
 
 /* One SQL text per sort order, so each has its own keyset and index. */
-#define SQL_LIST(key, cast, dir, cmp)                                                              \
-    "SELECT json_build_object("                                                                    \
-    " 'items', coalesce(json_agg(doc ORDER BY rn) FILTER (WHERE rn <= $10), '[]'),"                \
-    " 'next_cursor', max(CASE WHEN rn = $10 AND total > $10 THEN sb_cursor_encode(k, id) END))"    \
-    " FROM (SELECT sb_ticket_json(t) AS doc, t." key "::text AS k, t.id,"                          \
-    "   row_number() OVER (ORDER BY t." key " " dir ", t.id " dir ") AS rn,"                       \
-    "   count(*) OVER () AS total"                                                                 \
-    "  FROM tickets t WHERE t.tenant_id = sb_tenant()"                                             \
-    "   AND ($1::text IS NULL OR t.status = $1)"                                                   \
-    "   AND ($2::text IS NULL OR t.priority = $2)"                                                 \
-    "   AND ($3::text IS NULL OR ($3 = 'none' AND t.assignee_id IS NULL)"                          \
-    "        OR ($3 = 'me' AND t.assignee_id = sb_agent())"                                        \
-    "        OR ($3 ~ '^[0-9]{1,18}$' AND t.assignee_id = $3::bigint))"                            \
-    "   AND ($4::bigint IS NULL OR t.team_id = $4)"                                                \
-    "   AND ($5::bigint IS NULL OR t.customer_id = $5)"                                            \
-    "   AND ($6::text IS NULL OR $6 = ANY (t.tags))"                                               \
-    "   AND ($7::text IS NULL OR to_tsvector('simple', t.subject) @@ plainto_tsquery('simple', $7)"\
-    "        OR EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = t.tenant_id"                  \
-    "          AND m.ticket_id = t.id"                                                             \
-    "          AND to_tsvector('simple', m.body_text) @@ plainto_tsquery('simple', $7)))"          \
-    "   AND ($8::text IS NULL OR (t." key ", t.id) " cmp " (sb_cursor_part($8, 1)::" cast ","      \
-    "        sb_cursor_part($8, 2)::bigint))"                                                      \
+#define SQL_LIST(key, cast, dir, cmp)                                                            \
+    "SELECT json_build_object("                                                                  \
+    " 'items', coalesce(json_agg(doc ORDER BY rn) FILTER (WHERE rn <= $10), '[]'),"              \
+    " 'next_cursor', max(CASE WHEN rn = $10 AND total > $10 THEN sb_cursor_encode(k, id) END))"  \
+    " FROM (SELECT sb_ticket_json(t) AS doc, t." key "::text AS k, t.id,"                        \
+    "   row_number() OVER (ORDER BY t." key " " dir ", t.id " dir ") AS rn,"                     \
+    "   count(*) OVER () AS total"                                                               \
+    "  FROM tickets t WHERE t.tenant_id = sb_tenant()"                                           \
+    "   AND ($1::text IS NULL OR t.status = $1)"                                                 \
+    "   AND ($2::text IS NULL OR t.priority = $2)"                                               \
+    "   AND ($3::text IS NULL OR ($3 = 'none' AND t.assignee_id IS NULL)"                        \
+    "        OR ($3 = 'me' AND t.assignee_id = sb_agent())"                                      \
+    "        OR ($3 ~ '^[0-9]{1,18}$' AND t.assignee_id = $3::bigint))"                          \
+    "   AND ($4::bigint IS NULL OR t.team_id = $4)"                                              \
+    "   AND ($5::bigint IS NULL OR t.customer_id = $5)"                                          \
+    "   AND ($6::text IS NULL OR $6 = ANY (t.tags))"                                             \
+    "   AND ($7::text IS NULL OR to_tsvector('simple', t.subject) @@ plainto_tsquery('simple', " \
+    "$7)"                                                                                        \
+    "        OR EXISTS (SELECT 1 FROM messages m WHERE m.tenant_id = t.tenant_id"                \
+    "          AND m.ticket_id = t.id"                                                           \
+    "          AND to_tsvector('simple', m.body_text) @@ plainto_tsquery('simple', $7)))"        \
+    "   AND ($8::text IS NULL OR (t." key ", t.id) " cmp " (sb_cursor_part($8, 1)::" cast ","    \
+    "        sb_cursor_part($8, 2)::bigint))"                                                    \
     "  ORDER BY t." key " " dir ", t.id " dir " LIMIT $9) page"
 
 static const struct {
@@ -335,8 +339,9 @@ static int tickets_list(sb_http_req_t *req, void *data)
             if (strcmp(ticket_sorts[i].name, sort) == 0)
                 l->sql = ticket_sorts[i].sql;
         if (l->sql == NULL) {
-            sb_api_respond_invalid(req, "sort", "parameter \"sort\" must be one of [-]updated_at, "
-                                                "[-]created_at, [-]number");
+            sb_api_respond_invalid(req, "sort",
+                                   "parameter \"sort\" must be one of [-]updated_at, "
+                                   "[-]created_at, [-]number");
             return 0;
         }
     }
@@ -361,7 +366,10 @@ static int tickets_list(sb_http_req_t *req, void *data)
     l->params[7] = sb_http_req_query(req, "cursor");
     for (int i = 5; i <= 7; i++) {
         if (l->params[i] && strlen(l->params[i]) > 500) {
-            sb_api_respond_invalid(req, i == 5 ? "tag" : i == 6 ? "q" : "cursor",
+            sb_api_respond_invalid(req,
+                                   i == 5   ? "tag"
+                                   : i == 6 ? "q"
+                                            : "cursor",
                                    "parameter is longer than 500 characters");
             return 0;
         }
@@ -411,7 +419,7 @@ static int ticket_get(sb_http_req_t *req, void *data)
 /* ======================== update ======================== */
 
 typedef struct {
-    const char *params[12];   /* $1..$12 of the update below */
+    const char *params[12]; /* $1..$12 of the update below */
     char version[24];
     char assignee[24];
     char team[24];
@@ -424,8 +432,9 @@ static void ticket_patched(int status, PGresult *const *res, int n, void *data)
     const char *st = sb_api_sqlstate(res, n);
 
     if (status == SB_EDB && strcmp(st, "23503") == 0) {
-        sb_api_respond_invalid(call->req, strcmp(p->params[4], "true") == 0 ? "assignee" : "team",
-                               "the assignee must be a member of the tenant and the team must exist");
+        sb_api_respond_invalid(
+            call->req, strcmp(p->params[4], "true") == 0 ? "assignee" : "team",
+            "the assignee must be a member of the tenant and the team must exist");
         return;
     }
     if (status != 0) {
@@ -492,7 +501,8 @@ static void ticket_patch_run(sb_api_call_t *call)
         "        OR old.assignee_id = sb_agent())"
         "   AND (NOT $5::boolean OR $12::boolean OR $6::bigint IS NULL OR $6::bigint = sb_agent())"
         "  RETURNING t.*),"
-        " ev AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, before, after)"
+        " ev AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, before, "
+        "after)"
         "  SELECT upd.tenant_id, upd.id, 'agent', sb_agent(), 'ticket.updated',"
         "   jsonb_build_object('status', old.status, 'priority', old.priority,"
         "    'assignee_id', old.assignee_id, 'team_id', old.team_id, 'tags', old.tags,"
@@ -578,6 +588,192 @@ static int ticket_patch(sb_http_req_t *req, void *data)
                         ticket_patch_run, p);
 }
 
+/* ======================== messages, events, merge ======================== */
+
+typedef struct {
+    const char *params[5];
+} msg_t;
+
+static void call_created_row(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    if (status != 0) {
+        ticket_fail(call, status, res, n);
+        return;
+    }
+    sb_api_respond_row(call->req, 201, res[n - 1]);
+}
+
+static void call_ok_row(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    if (status != 0) {
+        ticket_fail(call, status, res, n);
+        return;
+    }
+    sb_api_respond_row(call->req, 200, res[n - 1]);
+}
+
+static void message_add_run(sb_api_call_t *call)
+{
+    /* $1 number, $2 direction, $3 text, $4 html */
+    static const char sql[] =
+        "WITH t AS (SELECT * FROM tickets WHERE tenant_id = sb_tenant() AND number = $1::bigint"
+        "  FOR UPDATE),"
+        " m AS (INSERT INTO messages (tenant_id, ticket_id, direction, author_agent_id, body_text,"
+        "   body_html, channel, delivery_status)"
+        "  SELECT t.tenant_id, t.id, $2, sb_agent(), $3, $4, t.channel,"
+        "   CASE WHEN $2 = 'outbound' THEN 'pending' END FROM t RETURNING *),"
+        " u AS (UPDATE tickets x SET updated_at = now(), version = x.version + 1,"
+        "   first_response_at = CASE WHEN $2 = 'outbound' THEN coalesce(x.first_response_at, now())"
+        "                       ELSE x.first_response_at END,"
+        "   status = CASE WHEN $2 = 'outbound' AND x.status = 'new' THEN 'open' ELSE x.status END"
+        "  FROM t WHERE x.tenant_id = t.tenant_id AND x.id = t.id),"
+        " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
+        "  SELECT m.tenant_id, m.ticket_id, 'agent', sb_agent(), 'message.added',"
+        "   jsonb_build_object('message_id', m.id, 'direction', m.direction) FROM m)"
+        " SELECT sb_message_json(m) FROM m";
+    msg_t *m = call->data;
+    sb_db_stmt_t s = {sql, 4, m->params};
+    if (sb_api_tx(call, &s, 1, call_created_row) != 0)
+        ticket_503(call);
+}
+
+static int message_add(sb_http_req_t *req, void *data)
+{
+    static const char *const kinds[] = {"reply", "note", NULL};
+    static const sb_api_field_t fields[] = {
+        {"kind", SB_FIELD_STRING, 1, 10, kinds},
+        {"text", SB_FIELD_STRING, 1, 100000, NULL},
+        {"html", SB_FIELD_STRING, 0, 500000, NULL},
+        {NULL, 0, 0, 0, NULL},
+    };
+    json_t *body = sb_http_req_json(req);
+    const char *number = ticket_number(req);
+
+    if (number == NULL)
+        return SB_ENOENT;
+    if (sb_api_check(req, body, NULL, fields) != 0)
+        return 0;
+    msg_t *m = sb_pool_calloc(sb_http_req_pool(req), sizeof(*m));
+    m->params[0] = number;
+    m->params[1] = strcmp(json_string_value(json_object_get(body, "kind")), "reply") == 0
+                       ? "outbound"
+                       : "note";
+    m->params[2] = json_string_value(json_object_get(body, "text"));
+    m->params[3] = json_string_value(json_object_get(body, "html"));
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_AGENT, message_add_run,
+                        m);
+}
+
+static void events_list_run(sb_api_call_t *call)
+{
+    static const char sql[] =
+        "SELECT CASE WHEN t.id IS NOT NULL THEN json_build_object('items', coalesce((SELECT"
+        "  json_agg(json_build_object('id', e.id, 'action', e.action,"
+        "   'actor', json_build_object('kind', e.actor_kind, 'id', e.actor_id),"
+        "   'before', e.before, 'after', e.after, 'created_at', e.created_at) ORDER BY e.id)"
+        "  FROM events e WHERE e.tenant_id = t.tenant_id AND e.ticket_id = t.id), '[]'),"
+        "  'next_cursor', NULL) END"
+        " FROM (SELECT 1) one LEFT JOIN tickets t"
+        "  ON t.tenant_id = sb_tenant() AND t.number = $1::bigint";
+    sb_db_stmt_t s = {sql, 1, call->data};
+    if (sb_api_tx(call, &s, 1, call_ok_row) != 0)
+        ticket_503(call);
+}
+
+static int events_list(sb_http_req_t *req, void *data)
+{
+    const char *number = ticket_number(req);
+    if (number == NULL)
+        return SB_ENOENT;
+    const char **p = sb_pool_alloc(sb_http_req_pool(req), sizeof(char *));
+    p[0] = number;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER,
+                        events_list_run, p);
+}
+
+typedef struct {
+    const char *params[2];
+    char into[24];
+} merge_t;
+
+static void ticket_merged(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    if (status != 0) {
+        ticket_fail(call, status, res, n);
+        return;
+    }
+    const PGresult *r = res[0];
+    if (PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such ticket");
+        return;
+    }
+    ticket_respond_detail(call, 200, res[1]);
+}
+
+static void ticket_merge_run(sb_api_call_t *call)
+{
+    /* Both tickets are locked in number order, so two opposite merges
+     * cannot deadlock. */
+    static const char sql_merge[] =
+        "WITH locked AS (SELECT id, number FROM tickets WHERE tenant_id = sb_tenant()"
+        "  AND number IN ($1::bigint, $2::bigint) AND merged_into IS NULL"
+        "  ORDER BY number FOR UPDATE),"
+        " src AS (SELECT id FROM locked WHERE number = $1::bigint),"
+        " dst AS (SELECT id FROM locked WHERE number = $2::bigint),"
+        " mv AS (UPDATE messages m SET ticket_id = (SELECT id FROM dst)"
+        "  WHERE m.tenant_id = sb_tenant() AND m.ticket_id = (SELECT id FROM src)"
+        "   AND EXISTS (SELECT 1 FROM dst)),"
+        " s AS (UPDATE tickets t SET status = 'closed', merged_into = (SELECT id FROM dst),"
+        "   version = t.version + 1, updated_at = now()"
+        "  WHERE t.tenant_id = sb_tenant() AND t.id = (SELECT id FROM src)"
+        "   AND EXISTS (SELECT 1 FROM dst) RETURNING t.id),"
+        " d AS (UPDATE tickets t SET version = t.version + 1, updated_at = now()"
+        "  WHERE t.tenant_id = sb_tenant() AND t.id = (SELECT id FROM dst)"
+        "   AND EXISTS (SELECT 1 FROM s) RETURNING t.id),"
+        " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
+        "  SELECT sb_tenant(), x.id, 'agent', sb_agent(), x.action,"
+        "   jsonb_build_object('from', $1::bigint, 'into', $2::bigint)"
+        "  FROM (SELECT id, 'ticket.merged_away' AS action FROM s"
+        "        UNION ALL SELECT id, 'ticket.merged_into' FROM d) x)"
+        " SELECT EXISTS (SELECT 1 FROM s) AND $1::bigint <> $2::bigint,"
+        "  set_config('switchboard.ticket_id', coalesce((SELECT id FROM d)::text, '0'), true)";
+    static const char sql_out[] =
+        SQL_TICKET_DETAIL("t.id = current_setting('switchboard.ticket_id')::bigint");
+    merge_t *m = call->data;
+    sb_db_stmt_t s[2] = {{sql_merge, 2, m->params}, {sql_out, 0, NULL}};
+    if (sb_api_tx(call, s, 2, ticket_merged) != 0)
+        ticket_503(call);
+}
+
+static int ticket_merge(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"into", SB_FIELD_INT, 1, 0, NULL},
+        {NULL, 0, 0, 0, NULL},
+    };
+    json_t *body = sb_http_req_json(req);
+    const char *number = ticket_number(req);
+
+    if (number == NULL)
+        return SB_ENOENT;
+    if (sb_api_check(req, body, NULL, fields) != 0)
+        return 0;
+    merge_t *m = sb_pool_calloc(sb_http_req_pool(req), sizeof(*m));
+    snprintf(m->into, sizeof(m->into), "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(body, "into")));
+    if (strcmp(m->into, number) == 0) {
+        sb_api_respond_invalid(req, "into", "a ticket cannot be merged into itself");
+        return 0;
+    }
+    m->params[0] = number;
+    m->params[1] = m->into;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_AGENT,
+                        ticket_merge_run, m);
+}
+
 int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api)
 {
     int rc = 0;
@@ -585,5 +781,8 @@ int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api)
     rc |= sb_router_add(r, "POST", TICKETS, SB_ROUTE_JSON, ticket_create, api);
     rc |= sb_router_add(r, "GET", TICKETS "/{number}", 0, ticket_get, api);
     rc |= sb_router_add(r, "PATCH", TICKETS "/{number}", SB_ROUTE_JSON, ticket_patch, api);
+    rc |= sb_router_add(r, "POST", TICKETS "/{number}/messages", SB_ROUTE_JSON, message_add, api);
+    rc |= sb_router_add(r, "GET", TICKETS "/{number}/events", 0, events_list, api);
+    rc |= sb_router_add(r, "POST", TICKETS "/{number}/merge", SB_ROUTE_JSON, ticket_merge, api);
     return rc ? SB_EINVAL : 0;
 }

@@ -19,7 +19,7 @@
 typedef enum {
     CONN_DOWN, /* waiting for the reconnect timer */
     CONN_CONNECTING,
-    CONN_SETUP,               /* SET ROLE in flight */
+    CONN_SETUP, /* SET ROLE in flight */
     CONN_READY,
     CONN_BUSY, /* a batch is in flight */
     CONN_CLOSED,

@@ -1,0 +1,364 @@
+/*
+ * members.c - a tenant's people: its agents (memberships and roles),
+ * teams and team members.  Admins manage agents; supervisors manage
+ * teams; everyone in the tenant may read.
+ */
+#include "api.h"
+#include "auth.h"
+#include "common.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TENANT "/api/v1/tenants/{tenant}"
+
+static const char *const member_roles[] = {"admin", "supervisor", "agent", "viewer", NULL};
+
+static void members_503(sb_api_call_t *call)
+{
+    sb_http_respond_error(call->req, 503, "unavailable",
+                          "the database is unavailable; retry later");
+}
+
+/* A numeric id from the path; NULL (so: 404) when it is not one. */
+static const char *members_id(sb_http_req_t *req, const char *name)
+{
+    const char *v = sb_http_req_param(req, name);
+    size_t len = v ? strlen(v) : 0;
+    if (len == 0 || len > 18)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return NULL;
+    return v;
+}
+
+/* Answers a finished transaction: conflicts, bad references, or the last row. */
+typedef struct {
+    int status;            /* on success */
+    const char *conflict;  /* message for 23505 */
+    const char *bad_field; /* field named for 23503 */
+    const char **params;
+    char buf[3][32];
+} members_op_t;
+
+static void members_done(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    members_op_t *op = call->data;
+    const char *st = sb_api_sqlstate(res, n);
+
+    if (status == SB_EDB && strcmp(st, "23505") == 0 && op->conflict) {
+        sb_http_respond_error(call->req, 409, "conflict", "%s", op->conflict);
+        return;
+    }
+    if (status == SB_EDB && strcmp(st, "23503") == 0 && op->bad_field) {
+        sb_api_respond_invalid(call->req, op->bad_field, "field \"%s\" does not name a member",
+                               op->bad_field);
+        return;
+    }
+    if (status != 0) {
+        sb_api_respond_db_error(call->req, status, res, n);
+        return;
+    }
+    const PGresult *last = res[n - 1];
+    if (op->status == 204) {
+        if (PQntuples(last) == 0 || strcmp(PQgetvalue(last, 0, 0), "t") != 0) {
+            sb_http_respond_error(call->req, 404, "not_found", "no such resource");
+            return;
+        }
+        sb_http_respond(call->req, 204, NULL, "", 0);
+        return;
+    }
+    sb_api_respond_row(call->req, op->status, last);
+}
+
+static members_op_t *members_op(sb_http_req_t *req, int status, int nparams)
+{
+    members_op_t *op = sb_pool_calloc(sb_http_req_pool(req), sizeof(*op));
+    op->status = status;
+    op->params = sb_pool_calloc(sb_http_req_pool(req), sizeof(char *) * (size_t)(nparams + 1));
+    return op;
+}
+
+/* Runs one SQL statement of a members operation inside the tenant. */
+#define MEMBERS_RUN(fn, sql, nparams)                  \
+    static void fn(sb_api_call_t *call)                \
+    {                                                  \
+        members_op_t *op = call->data;                 \
+        sb_db_stmt_t s = {sql, nparams, op->params};   \
+        if (sb_api_tx(call, &s, 1, members_done) != 0) \
+            members_503(call);                         \
+    }
+
+/* ======================== agents ======================== */
+
+#define SQL_AGENT_JSON(a, m)                                                      \
+    "json_build_object('id', " a ".id, 'name', " a ".name, 'email', " a ".email," \
+    " 'role', " m ".role, 'active', " a ".active)"
+
+MEMBERS_RUN(agents_list_run,
+            "SELECT json_build_object('items', coalesce(json_agg(" SQL_AGENT_JSON(
+                "a", "m") " ORDER BY a.id), '[]'), 'next_cursor', NULL)"
+                          " FROM memberships m JOIN agents a ON a.id = m.agent_id WHERE "
+                          "m.tenant_id = sb_tenant()",
+            0)
+
+static int agents_list(sb_http_req_t *req, void *data)
+{
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER,
+                        agents_list_run, members_op(req, 200, 0));
+}
+
+typedef struct {
+    const char *params[4];
+    char hash[SB_AUTH_PWHASH_LEN];
+} agent_add_t;
+
+static void agent_added(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+
+    if (status == 0 && strcmp(PQgetvalue(res[0], 0, 0), "0") == 0) {
+        sb_api_respond_invalid(call->req, "password",
+                               "field \"password\" is required for a new agent");
+        return;
+    }
+    if (status == SB_EDB && strcmp(sb_api_sqlstate(res, n), "23505") == 0) {
+        sb_http_respond_error(call->req, 409, "conflict", "the agent is already a member");
+        return;
+    }
+    if (status != 0) {
+        sb_api_respond_db_error(call->req, status, res, n);
+        return;
+    }
+    sb_api_respond_row(call->req, 201, res[1]);
+}
+
+static void agent_add_tx(sb_api_call_t *call)
+{
+    /* $1 email, $2 name, $3 role, $4 password hash (NULL: existing agents only) */
+    static const char sql_add[] =
+        "WITH found AS (SELECT id FROM agents WHERE lower(email) = lower($1)),"
+        " ins AS (INSERT INTO agents (email, name, password_hash)"
+        "  SELECT $1::text, coalesce($2::text, $1::text), $4::text"
+        "  WHERE NOT EXISTS (SELECT 1 FROM found) AND $4::text IS NOT NULL RETURNING id),"
+        " ag AS (SELECT id FROM found UNION ALL SELECT id FROM ins),"
+        " mem AS (INSERT INTO memberships (tenant_id, agent_id, role)"
+        "  SELECT sb_tenant(), id, $3::text FROM ag)"
+        " SELECT count(*) FROM ag";
+    static const char sql_out[] = "SELECT " SQL_AGENT_JSON(
+        "a", "m") " FROM memberships m JOIN agents a ON a.id = m.agent_id"
+                  " WHERE m.tenant_id = sb_tenant() AND lower(a.email) = lower($1)";
+    agent_add_t *a = call->data;
+    sb_db_stmt_t s[2] = {{sql_add, 4, a->params}, {sql_out, 1, a->params}};
+    if (sb_api_tx(call, s, 2, agent_added) != 0)
+        members_503(call);
+}
+
+static void agent_hashed(int ok, const char *out, void *data)
+{
+    sb_api_call_t *call = data;
+    agent_add_t *a = call->data;
+    if (!ok) {
+        members_503(call);
+        return;
+    }
+    snprintf(a->hash, sizeof(a->hash), "%s", out);
+    a->params[3] = a->hash;
+    agent_add_tx(call);
+}
+
+static void agent_add_run(sb_api_call_t *call)
+{
+    json_t *body = sb_http_req_json(call->req);
+    const char *password = json_string_value(json_object_get(body, "password"));
+
+    if (password == NULL) {
+        agent_add_tx(call);
+        return;
+    }
+    if (sb_auth_password_hash_async(call->api->loop, password, agent_hashed, call) != 0)
+        members_503(call);
+}
+
+static int agent_add(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"email", SB_FIELD_STRING, 1, 254, NULL},
+        {"name", SB_FIELD_STRING, 0, 200, NULL},
+        {"role", SB_FIELD_STRING, 1, 20, member_roles},
+        {"password", SB_FIELD_STRING, 0, 1024, NULL},
+        {NULL, 0, 0, 0, NULL},
+    };
+    json_t *body = sb_http_req_json(req);
+
+    if (sb_api_check(req, body, NULL, fields) != 0)
+        return 0;
+    const char *email = json_string_value(json_object_get(body, "email"));
+    const char *password = json_string_value(json_object_get(body, "password"));
+    if (strchr(email, '@') == NULL) {
+        sb_api_respond_invalid(req, "email", "field \"email\" must be an email address");
+        return 0;
+    }
+    if (password && strlen(password) < 8) {
+        sb_api_respond_invalid(req, "password", "field \"password\" must be at least 8 characters");
+        return 0;
+    }
+    agent_add_t *a = sb_pool_calloc(sb_http_req_pool(req), sizeof(*a));
+    a->params[0] = email;
+    a->params[1] = json_string_value(json_object_get(body, "name"));
+    a->params[2] = json_string_value(json_object_get(body, "role"));
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN, agent_add_run,
+                        a);
+}
+
+MEMBERS_RUN(agent_update_run,
+            "WITH m AS (UPDATE memberships SET role = $2 WHERE tenant_id = sb_tenant()"
+            " AND agent_id = $1::bigint RETURNING *)"
+            " SELECT " SQL_AGENT_JSON("a", "m") " FROM m JOIN agents a ON a.id = m.agent_id",
+            2)
+
+static int agent_update(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"role", SB_FIELD_STRING, 1, 20, member_roles},
+        {NULL, 0, 0, 0, NULL},
+    };
+    const char *id = members_id(req, "id");
+    if (id == NULL)
+        return SB_ENOENT;
+    if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
+        return 0;
+    members_op_t *op = members_op(req, 200, 2);
+    op->params[0] = id;
+    op->params[1] = json_string_value(json_object_get(sb_http_req_json(req), "role"));
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
+                        agent_update_run, op);
+}
+
+/* Removing a member unassigns its tickets first: nothing points at a non-member. */
+MEMBERS_RUN(
+    agent_remove_run,
+    "WITH u AS (UPDATE tickets SET assignee_id = NULL, version = version + 1,"
+    "  updated_at = now() WHERE tenant_id = sb_tenant() AND assignee_id = $1::bigint),"
+    " tm AS (DELETE FROM team_members WHERE tenant_id = sb_tenant() AND agent_id = $1::bigint),"
+    " d AS (DELETE FROM memberships WHERE tenant_id = sb_tenant() AND agent_id = $1::bigint"
+    "  RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM d)",
+    1)
+
+static int agent_remove(sb_http_req_t *req, void *data)
+{
+    const char *id = members_id(req, "id");
+    if (id == NULL)
+        return SB_ENOENT;
+    members_op_t *op = members_op(req, 204, 1);
+    op->params[0] = id;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
+                        agent_remove_run, op);
+}
+
+/* ======================== teams ======================== */
+
+#define SQL_TEAM_JSON(t)                                                                \
+    "json_build_object('id', " t ".id, 'name', " t ".name, 'members', coalesce((SELECT" \
+    " json_agg(tm.agent_id ORDER BY tm.agent_id) FROM team_members tm"                  \
+    " WHERE tm.tenant_id = " t ".tenant_id AND tm.team_id = " t ".id), '[]'))"
+
+MEMBERS_RUN(teams_list_run,
+            "SELECT json_build_object('items', coalesce(json_agg(" SQL_TEAM_JSON(
+                "t") " ORDER BY t.id), '[]'), 'next_cursor', NULL) FROM teams t WHERE t.tenant_id "
+                     "= sb_tenant()",
+            0)
+
+static int teams_list(sb_http_req_t *req, void *data)
+{
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER, teams_list_run,
+                        members_op(req, 200, 0));
+}
+
+MEMBERS_RUN(team_create_run,
+            "WITH t AS (INSERT INTO teams (tenant_id, name) VALUES (sb_tenant(), $1) RETURNING *)"
+            " SELECT json_build_object('id', t.id, 'name', t.name, 'members', '[]'::json) FROM t",
+            1)
+
+static int team_create(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"name", SB_FIELD_STRING, 1, 200, NULL},
+        {NULL, 0, 0, 0, NULL},
+    };
+    if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
+        return 0;
+    members_op_t *op = members_op(req, 201, 1);
+    op->conflict = "a team with this name exists";
+    op->params[0] = json_string_value(json_object_get(sb_http_req_json(req), "name"));
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
+                        team_create_run, op);
+}
+
+MEMBERS_RUN(team_member_add_run,
+            "WITH t AS (SELECT id FROM teams WHERE tenant_id = sb_tenant() AND id = $1::bigint),"
+            " i AS (INSERT INTO team_members (tenant_id, team_id, agent_id)"
+            "  SELECT sb_tenant(), t.id, $2::bigint FROM t ON CONFLICT DO NOTHING)"
+            " SELECT EXISTS (SELECT 1 FROM t)",
+            2)
+
+static int team_member_add(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"agent", SB_FIELD_INT, 1, 0, NULL},
+        {NULL, 0, 0, 0, NULL},
+    };
+    const char *id = members_id(req, "id");
+    if (id == NULL)
+        return SB_ENOENT;
+    if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
+        return 0;
+    members_op_t *op = members_op(req, 204, 2);
+    op->bad_field = "agent";
+    op->params[0] = id;
+    snprintf(op->buf[0], sizeof(op->buf[0]), "%" JSON_INTEGER_FORMAT,
+             json_integer_value(json_object_get(sb_http_req_json(req), "agent")));
+    op->params[1] = op->buf[0];
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
+                        team_member_add_run, op);
+}
+
+MEMBERS_RUN(team_member_remove_run,
+            "WITH d AS (DELETE FROM team_members WHERE tenant_id = sb_tenant()"
+            " AND team_id = $1::bigint AND agent_id = $2::bigint RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM d)",
+            2)
+
+static int team_member_remove(sb_http_req_t *req, void *data)
+{
+    const char *id = members_id(req, "id");
+    const char *agent = members_id(req, "agent");
+    if (id == NULL || agent == NULL)
+        return SB_ENOENT;
+    members_op_t *op = members_op(req, 204, 2);
+    op->params[0] = id;
+    op->params[1] = agent;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
+                        team_member_remove_run, op);
+}
+
+int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api)
+{
+    int rc = 0;
+    rc |= sb_router_add(r, "GET", TENANT "/agents", 0, agents_list, api);
+    rc |= sb_router_add(r, "POST", TENANT "/agents", SB_ROUTE_JSON, agent_add, api);
+    rc |= sb_router_add(r, "PATCH", TENANT "/agents/{id}", SB_ROUTE_JSON, agent_update, api);
+    rc |= sb_router_add(r, "DELETE", TENANT "/agents/{id}", 0, agent_remove, api);
+    rc |= sb_router_add(r, "GET", TENANT "/teams", 0, teams_list, api);
+    rc |= sb_router_add(r, "POST", TENANT "/teams", SB_ROUTE_JSON, team_create, api);
+    rc |=
+        sb_router_add(r, "POST", TENANT "/teams/{id}/members", SB_ROUTE_JSON, team_member_add, api);
+    rc |= sb_router_add(r, "DELETE", TENANT "/teams/{id}/members/{agent}", 0, team_member_remove,
+                        api);
+    return rc ? SB_EINVAL : 0;
+}
