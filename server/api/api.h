@@ -41,7 +41,8 @@ struct sb_api_call {
     const char *agent_name;
     const char *agent_email;
     int platform_admin;
-    char tenant_id[24]; /* "" outside a tenant */
+    char tenant_id[24];  /* "" outside a tenant */
+    char api_key_id[24]; /* the integration\'s key, or "" for an agent */
     sb_role_t role;
     sb_api_next_cb next;
     void *data;   /* the handler's own state */
@@ -53,7 +54,8 @@ sb_role_t sb_api_role_parse(const char *s);
 const char *sb_api_role_name(sb_role_t role);
 
 /*
- * Authenticates the bearer token (401 when missing or invalid).  With a
+ * Authenticates the bearer token (401 when missing or invalid): an agent's
+ * session token, or a tenant's API key ("sbk_...", tenant routes only).  With a
  * tenant slug, also finds the tenant and the caller's role in it: 404 when
  * the caller is not a member (a foreign tenant's existence does not leak),
  * 403 when the role is below min_role.  Then calls next.  Returns 0, or an

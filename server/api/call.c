@@ -34,7 +34,14 @@ typedef struct {
     sb_api_call_t *call;
     sb_role_t min_role;
     int want_tenant;
+    const char *slug;
 } begin_t;
+
+static void call_unauthorized(sb_http_req_t *req)
+{
+    sb_http_res_header(req, "WWW-Authenticate", "Bearer");
+    sb_http_respond_error(req, 401, "unauthorized", "a valid bearer token is required");
+}
 
 static void call_auth_done(int status, PGresult *const *res, int n, void *data)
 {
@@ -48,8 +55,7 @@ static void call_auth_done(int status, PGresult *const *res, int n, void *data)
     }
     const PGresult *r = res[1];
     if (PQntuples(r) != 1) {
-        sb_http_res_header(req, "WWW-Authenticate", "Bearer");
-        sb_http_respond_error(req, 401, "unauthorized", "a valid bearer token is required");
+        call_unauthorized(req);
         return;
     }
     snprintf(call->agent_id, sizeof(call->agent_id), "%s", PQgetvalue(r, 0, 0));
@@ -68,6 +74,39 @@ static void call_auth_done(int status, PGresult *const *res, int n, void *data)
                                   sb_api_role_name(call->role));
             return;
         }
+    }
+    call->next(call);
+}
+
+/* An API key acts in its own tenant only, with the role it was given. */
+static void call_key_done(int status, PGresult *const *res, int n, void *data)
+{
+    begin_t *b = data;
+    sb_api_call_t *call = b->call;
+    const char *slug = b->slug;
+
+    if (status != 0) {
+        sb_api_respond_db_error(call->req, status, res, n);
+        return;
+    }
+    const PGresult *r = res[0];
+    if (PQntuples(r) != 1 || slug == NULL) {
+        call_unauthorized(call->req);
+        return;
+    }
+    if (strcmp(PQgetvalue(r, 0, 3), slug) != 0) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such tenant");
+        return;
+    }
+    snprintf(call->tenant_id, sizeof(call->tenant_id), "%s", PQgetvalue(r, 0, 0));
+    snprintf(call->api_key_id, sizeof(call->api_key_id), "%s", PQgetvalue(r, 0, 1));
+    call->role = sb_api_role_parse(PQgetvalue(r, 0, 2));
+    call->agent_name = "";
+    call->agent_email = "";
+    if (call->role < b->min_role) {
+        sb_http_respond_error(call->req, 403, "forbidden", "the %s role may not do this",
+                              sb_api_role_name(call->role));
+        return;
     }
     call->next(call);
 }
@@ -105,14 +144,22 @@ int sb_api_begin(sb_http_req_t *req, sb_api_t *api, const char *tenant, sb_role_
     call->next = next;
     call->data = data;
     if (token == NULL) {
-        sb_http_res_header(req, "WWW-Authenticate", "Bearer");
-        sb_http_respond_error(req, 401, "unauthorized", "a valid bearer token is required");
+        call_unauthorized(req);
         return 0;
     }
     sb_auth_token_hash(token, call->token_hash);
     b->call = call;
     b->min_role = min_role;
     b->want_tenant = tenant != NULL;
+    b->slug = tenant;
+    if (strncmp(token, "sbk_", 4) == 0) {
+        static const char sql_key[] =
+            "SELECT tenant_id, key_id, role, slug FROM sb_api_key_lookup($1::bytea)";
+        const char **pk = sb_pool_alloc(pool, sizeof(char *));
+        pk[0] = call->token_hash;
+        sb_db_stmt_t s = {sql_key, 1, pk};
+        return sb_db_query(api->db, &s, 1, call_key_done, b) == 0 ? 0 : SB_EUNAVAILABLE;
+    }
 
     const char **p1 = sb_pool_alloc(pool, sizeof(char *));
     const char **p2 = sb_pool_alloc(pool, sizeof(char *));
@@ -137,15 +184,17 @@ static void call_tx_done(int status, PGresult *const *res, int n, void *data)
 int sb_api_tx(sb_api_call_t *call, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb)
 {
     static const char sql_enter[] = "SELECT set_config('switchboard.tenant_id', $1, true),"
-                                    " set_config('switchboard.agent_id', $2, true)";
+                                    " set_config('switchboard.agent_id', $2, true),"
+                                    " set_config('switchboard.api_key_id', $3, true)";
     sb_pool_t *pool = sb_http_req_pool(call->req);
     sb_db_stmt_t *all = sb_pool_alloc(pool, sizeof(sb_db_stmt_t) * (size_t)(n + 1));
-    const char **p = sb_pool_alloc(pool, 2 * sizeof(char *));
+    const char **p = sb_pool_alloc(pool, 3 * sizeof(char *));
     call_tx_t *tx = sb_pool_alloc(pool, sizeof(*tx));
 
     p[0] = call->tenant_id;
     p[1] = call->agent_id;
-    all[0] = (sb_db_stmt_t){sql_enter, 2, p};
+    p[2] = call->api_key_id;
+    all[0] = (sb_db_stmt_t){sql_enter, 3, p};
     memcpy(all + 1, stmts, sizeof(sb_db_stmt_t) * (size_t)n);
     tx->cb = cb;
     tx->call = call;

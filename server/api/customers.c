@@ -305,7 +305,7 @@ static int customer_merge(sb_http_req_t *req, void *data)
         " c AS (UPDATE customers SET merged_into = $2::bigint, updated_at = now()"
         "  WHERE tenant_id = sb_tenant() AND id = $1::bigint AND (SELECT found FROM ok)),"
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
-        "  SELECT sb_tenant(), t.id, 'agent', sb_agent(), 'customer.merged',"
+        "  SELECT sb_tenant(), t.id, sb_actor_kind(), sb_actor_id(), 'customer.merged',"
         "   jsonb_build_object('from', $1::bigint, 'into', $2::bigint) FROM t)"
         " SELECT (SELECT found FROM ok)";
     static const char sql_out[] =

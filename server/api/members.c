@@ -347,6 +347,71 @@ static int team_member_remove(sb_http_req_t *req, void *data)
                         team_member_remove_run, op);
 }
 
+/* ======================== API keys ======================== */
+
+MEMBERS_RUN(api_keys_list_run,
+            "SELECT json_build_object('items', coalesce(json_agg(json_build_object('id', k.id,"
+            " 'name', k.name, 'role', k.role, 'created_at', k.created_at,"
+            " 'revoked_at', k.revoked_at) ORDER BY k.id), '[]'), 'next_cursor', NULL)"
+            " FROM api_keys k WHERE k.tenant_id = sb_tenant()",
+            0)
+
+static int api_keys_list(sb_http_req_t *req, void *data)
+{
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
+                        api_keys_list_run, members_op(req, 200, 0));
+}
+
+/* The key itself is shown once, in this answer; only its hash is kept. */
+MEMBERS_RUN(api_key_create_run,
+            "WITH k AS (INSERT INTO api_keys (tenant_id, name, key_hash, role)"
+            " VALUES (sb_tenant(), $1, $3::bytea, $2) RETURNING *)"
+            " SELECT json_build_object('id', k.id, 'name', k.name, 'role', k.role,"
+            " 'created_at', k.created_at, 'key', $4::text) FROM k",
+            4)
+
+static int api_key_create(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t fields[] = {
+        {"name", SB_FIELD_STRING, 1, 200, NULL},
+        {"role", SB_FIELD_STRING, 1, 20, member_roles},
+        {NULL, 0, 0, 0, NULL},
+    };
+    json_t *body = sb_http_req_json(req);
+    sb_pool_t *pool = sb_http_req_pool(req);
+
+    if (sb_api_check(req, body, NULL, fields) != 0)
+        return 0;
+    members_op_t *op = members_op(req, 201, 4);
+    char *key = sb_pool_alloc(pool, SB_AUTH_TOKEN_LEN + 1);
+    char *hash = sb_pool_alloc(pool, SB_AUTH_HASH_HEX_LEN + 1);
+    sb_auth_token_new(key, "sbk_");
+    sb_auth_token_hash(key, hash);
+    op->params[0] = json_string_value(json_object_get(body, "name"));
+    op->params[1] = json_string_value(json_object_get(body, "role"));
+    op->params[2] = hash;
+    op->params[3] = key;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
+                        api_key_create_run, op);
+}
+
+MEMBERS_RUN(api_key_revoke_run,
+            "WITH k AS (UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
+            " WHERE tenant_id = sb_tenant() AND id = $1::bigint RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM k)",
+            1)
+
+static int api_key_revoke(sb_http_req_t *req, void *data)
+{
+    const char *id = members_id(req, "id");
+    if (id == NULL)
+        return SB_ENOENT;
+    members_op_t *op = members_op(req, 204, 1);
+    op->params[0] = id;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
+                        api_key_revoke_run, op);
+}
+
 int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api)
 {
     int rc = 0;
@@ -354,6 +419,9 @@ int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api)
     rc |= sb_router_add(r, "POST", TENANT "/agents", SB_ROUTE_JSON, agent_add, api);
     rc |= sb_router_add(r, "PATCH", TENANT "/agents/{id}", SB_ROUTE_JSON, agent_update, api);
     rc |= sb_router_add(r, "DELETE", TENANT "/agents/{id}", 0, agent_remove, api);
+    rc |= sb_router_add(r, "GET", TENANT "/api_keys", 0, api_keys_list, api);
+    rc |= sb_router_add(r, "POST", TENANT "/api_keys", SB_ROUTE_JSON, api_key_create, api);
+    rc |= sb_router_add(r, "DELETE", TENANT "/api_keys/{id}", 0, api_key_revoke, api);
     rc |= sb_router_add(r, "GET", TENANT "/teams", 0, teams_list, api);
     rc |= sb_router_add(r, "POST", TENANT "/teams", SB_ROUTE_JSON, team_create, api);
     rc |=

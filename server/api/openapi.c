@@ -56,6 +56,11 @@ static const openapi_op_t openapi_ops[] = {
      201, "Agent", 0},
     {"PATCH", T "/agents/{id}", "Change an agent's role", "agents", "AgentUpdate", 200, "Agent", 0},
     {"DELETE", T "/agents/{id}", "Remove an agent from the tenant", "agents", NULL, 204, NULL, 0},
+    {"GET", T "/api_keys", "The tenant's API keys (without the keys)", "agents", NULL, 200, "List",
+     0},
+    {"POST", T "/api_keys", "Create an API key for an integration (shown once)", "agents",
+     "ApiKeyCreate", 201, NULL, 0},
+    {"DELETE", T "/api_keys/{id}", "Revoke an API key", "agents", NULL, 204, NULL, 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -156,6 +161,10 @@ static const struct {
     {"Agent",
      "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"name\":{\"type\""
      ":\"string\"},\"email\":{\"type\":\"string\"},\"role\":{\"type\":\"string\"}}}"},
+    {"ApiKeyCreate", "{\"type\":\"object\",\"required\":[\"name\",\"role\"],"
+                     "\"additionalProperties\":false,\"properties\":{\"name\":{\"type\":"
+                     "\"string\"},\"role\":{\"type\":\"string\",\"enum\":[\"admin\","
+                     "\"supervisor\",\"agent\",\"viewer\"]}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"
                    "\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":200}}}"},
     {"TeamMemberAdd", "{\"type\":\"object\",\"required\":[\"agent\"],\"additionalProperties\":"

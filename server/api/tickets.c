@@ -124,7 +124,7 @@ static void ticket_create_run(sb_api_call_t *call)
         "   body_text, body_html, channel)"
         "  SELECT tenant_id, id, 'inbound', customer_id, $8, $9, 'api' FROM t RETURNING id),"
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
-        "  SELECT tenant_id, id, 'agent', sb_agent(), 'ticket.created',"
+        "  SELECT tenant_id, id, sb_actor_kind(), sb_actor_id(), 'ticket.created',"
         "   jsonb_build_object('number', number, 'subject', subject, 'priority', priority,"
         "    'tags', tags) FROM t)"
         " SELECT set_config('switchboard.ticket_id', id::text, true) FROM t";
@@ -503,7 +503,7 @@ static void ticket_patch_run(sb_api_call_t *call)
         "  RETURNING t.*),"
         " ev AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, before, "
         "after)"
-        "  SELECT upd.tenant_id, upd.id, 'agent', sb_agent(), 'ticket.updated',"
+        "  SELECT upd.tenant_id, upd.id, sb_actor_kind(), sb_actor_id(), 'ticket.updated',"
         "   jsonb_build_object('status', old.status, 'priority', old.priority,"
         "    'assignee_id', old.assignee_id, 'team_id', old.team_id, 'tags', old.tags,"
         "    'subject', old.subject, 'version', old.version),"
@@ -630,7 +630,7 @@ static void message_add_run(sb_api_call_t *call)
         "   status = CASE WHEN $2 = 'outbound' AND x.status = 'new' THEN 'open' ELSE x.status END"
         "  FROM t WHERE x.tenant_id = t.tenant_id AND x.id = t.id),"
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
-        "  SELECT m.tenant_id, m.ticket_id, 'agent', sb_agent(), 'message.added',"
+        "  SELECT m.tenant_id, m.ticket_id, sb_actor_kind(), sb_actor_id(), 'message.added',"
         "   jsonb_build_object('message_id', m.id, 'direction', m.direction) FROM m)"
         " SELECT sb_message_json(m) FROM m";
     msg_t *m = call->data;
@@ -734,7 +734,7 @@ static void ticket_merge_run(sb_api_call_t *call)
         "  WHERE t.tenant_id = sb_tenant() AND t.id = (SELECT id FROM dst)"
         "   AND EXISTS (SELECT 1 FROM s) RETURNING t.id),"
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
-        "  SELECT sb_tenant(), x.id, 'agent', sb_agent(), x.action,"
+        "  SELECT sb_tenant(), x.id, sb_actor_kind(), sb_actor_id(), x.action,"
         "   jsonb_build_object('from', $1::bigint, 'into', $2::bigint)"
         "  FROM (SELECT id, 'ticket.merged_away' AS action FROM s"
         "        UNION ALL SELECT id, 'ticket.merged_into' FROM d) x)"

@@ -28,6 +28,17 @@ CREATE FUNCTION sb_agent() RETURNS bigint
     LANGUAGE sql STABLE
     AS $$ SELECT nullif(current_setting('switchboard.agent_id', true), '')::bigint $$;
 
+-- Who acts, for the audit trail: an agent, or an integration's API key.
+CREATE FUNCTION sb_actor_kind() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT CASE WHEN nullif(current_setting('switchboard.api_key_id', true), '') IS NOT NULL
+                      THEN 'api_key' ELSE 'agent' END $$;
+
+CREATE FUNCTION sb_actor_id() RETURNS bigint
+    LANGUAGE sql STABLE
+    AS $$ SELECT coalesce(nullif(current_setting('switchboard.api_key_id', true), '')::bigint,
+                          sb_agent()) $$;
+
 -- ======================== platform ========================
 
 CREATE TABLE agents (
@@ -316,7 +327,20 @@ CREATE FUNCTION sb_message_json(m messages) RETURNS jsonb
         'created_at', m.created_at)
     $$;
 
-GRANT EXECUTE ON FUNCTION sb_tenant(), sb_agent(), sb_customer_json(customers),
+-- An integration presents an API key: the key's hash finds its tenant and
+-- role, across tenants, without opening api_keys to the server's role.
+CREATE FUNCTION sb_api_key_lookup(p_hash bytea)
+    RETURNS TABLE (tenant_id bigint, key_id bigint, role text, slug text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+    SELECT k.tenant_id, k.id, k.role, t.slug FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+    WHERE k.key_hash = p_hash AND k.revoked_at IS NULL
+    $$;
+REVOKE ALL ON FUNCTION sb_api_key_lookup(bytea) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION sb_api_key_lookup(bytea) TO switchboard_app;
+
+GRANT EXECUTE ON FUNCTION sb_tenant(), sb_agent(), sb_actor_kind(), sb_actor_id(),
+    sb_customer_json(customers),
     sb_agent_json(bigint, bigint), sb_ticket_json(tickets), sb_message_json(messages)
     TO switchboard_app;
 
