@@ -263,7 +263,7 @@ static const struct {
 typedef struct {
     const char *sql;
     const char *params[10];
-    char limit[8], limit1[8];
+    char limit[24], limit1[24];
 } list_t;
 
 static void tickets_listed(int status, PGresult *const *res, int n, void *data)
