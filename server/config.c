@@ -59,6 +59,7 @@ static const config_key_t config_keys[] = {
     {"data_dir", CFG_STRING, OFF(data_dir), 0, 0},
     {"plugins_dir", CFG_STRING, OFF(plugins_dir), 0, 0},
     {"plugins", CFG_STRING, OFF(plugins), 0, 0},
+    {"plugins_required", CFG_STRING, OFF(plugins_required), 0, 0},
     {"scripts_dir", CFG_STRING, OFF(scripts_dir), 0, 0},
     {"max_body_size", CFG_SIZE, OFF(max_body_size), 0, 0},
     {"header_timeout", CFG_SECONDS, OFF(header_timeout_ms), 0, 0},
@@ -270,6 +271,41 @@ static void config_defaults(sb_config_t *cfg)
 
 /* ======================== the Lua file ======================== */
 
+static void config_setting_add(sb_config_t *cfg, const char *section, const char *key,
+                               const char *value)
+{
+    cfg->settings = sb_xrealloc(cfg->settings, (cfg->nsettings + 1) * sizeof(*cfg->settings));
+    cfg->settings[cfg->nsettings].section = sb_xstrdup(section);
+    cfg->settings[cfg->nsettings].key = sb_xstrdup(key);
+    cfg->settings[cfg->nsettings].value = sb_xstrdup(value);
+    cfg->nsettings++;
+}
+
+/* A plugin's table (at the top of the stack): string keys, scalar values. */
+static int config_load_section(lua_State *L, sb_config_t *cfg, const char *section,
+                               const char *file, char *err, size_t errlen)
+{
+    int t = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        int vt = lua_type(L, -1);
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (vt != LUA_TSTRING && vt != LUA_TNUMBER && vt != LUA_TBOOLEAN)) {
+            snprintf(err, errlen,
+                     "invalid settings for plugin \"%s\" in \"%s\": keys must be names and values "
+                     "strings, numbers or booleans",
+                     section, file);
+            lua_pop(L, 2);
+            return SB_EINVAL;
+        }
+        const char *v =
+            vt == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : lua_tostring(L, -1);
+        config_setting_add(cfg, section, lua_tostring(L, -2), v);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_t errlen)
 {
     lua_State *L = luaL_newstate();
@@ -315,6 +351,11 @@ static int config_load_file(sb_config_t *cfg, const char *file, char *err, size_
         }
         const char *name = lua_tostring(L, -2);
         if (strcmp(name, "string") == 0 || strcmp(name, "math") == 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        if (lua_type(L, -1) == LUA_TTABLE && config_key_find(name) == NULL) {
+            rc = config_load_section(L, cfg, name, file, err, errlen);
             lua_pop(L, 1);
             continue;
         }
@@ -399,6 +440,35 @@ static char *config_dup_opt(const char *s)
     return s ? sb_xstrdup(s) : NULL;
 }
 
+const char *sb_config_plugin_get(const sb_config_t *cfg, const char *plugin, const char *key)
+{
+    char env[160];
+    size_t n = (size_t)snprintf(env, sizeof(env), "SWITCHBOARD_%s_%s", plugin, key);
+    for (size_t i = 0; i < n && i < sizeof(env); i++)
+        env[i] = (char)(isalnum((unsigned char)env[i]) ? toupper((unsigned char)env[i]) : '_');
+    const char *v = getenv(env);
+    if (v)
+        return v;
+    for (size_t i = 0; i < cfg->nsettings; i++)
+        if (strcmp(cfg->settings[i].section, plugin) == 0 && strcmp(cfg->settings[i].key, key) == 0)
+            return cfg->settings[i].value;
+    return NULL;
+}
+
+int sb_config_list_has(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t len = strcspn(p, ", ");
+        if (len == n && strncmp(p, name, n) == 0)
+            return 1;
+        p += len;
+    }
+    return 0;
+}
+
 void sb_config_copy(sb_config_t *dst, const sb_config_t *src)
 {
     *dst = *src;
@@ -409,6 +479,12 @@ void sb_config_copy(sb_config_t *dst, const sb_config_t *src)
     dst->plugins_dir = config_dup_opt(src->plugins_dir);
     dst->plugins = config_dup_opt(src->plugins);
     dst->scripts_dir = config_dup_opt(src->scripts_dir);
+    dst->plugins_required = config_dup_opt(src->plugins_required);
+    dst->settings = NULL;
+    dst->nsettings = 0;
+    for (size_t i = 0; i < src->nsettings; i++)
+        config_setting_add(dst, src->settings[i].section, src->settings[i].key,
+                           src->settings[i].value);
 }
 
 void sb_config_free(sb_config_t *cfg)
@@ -420,5 +496,12 @@ void sb_config_free(sb_config_t *cfg)
     free(cfg->plugins_dir);
     free(cfg->plugins);
     free(cfg->scripts_dir);
+    free(cfg->plugins_required);
+    for (size_t i = 0; i < cfg->nsettings; i++) {
+        free(cfg->settings[i].section);
+        free(cfg->settings[i].key);
+        free(cfg->settings[i].value);
+    }
+    free(cfg->settings);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -22,7 +22,8 @@ typedef struct sb_config {
     sb_log_level_t log_level;
     char *data_dir;
     char *plugins_dir;
-    char *plugins; /* comma-separated names, or NULL = all */
+    char *plugins;          /* comma-separated names, or NULL = all */
+    char *plugins_required; /* comma-separated: failing to load these stops the server */
     char *scripts_dir;
     size_t max_body_size;
     uint64_t header_timeout_ms;
@@ -31,6 +32,11 @@ typedef struct sb_config {
     uint64_t shutdown_timeout_ms;
     int db_pool_size;
     int debug_routes;
+    /* Plugin settings from the file: <plugin> = { <key> = <value> }. */
+    struct sb_config_setting {
+        char *section, *key, *value;
+    } * settings;
+    size_t nsettings;
 } sb_config_t;
 
 /*
@@ -43,6 +49,16 @@ int sb_config_load(sb_config_t *cfg, const char *file, char *err, size_t errlen)
 
 /* Releases what sb_config_load allocated.  Safe on a zeroed struct. */
 void sb_config_free(sb_config_t *cfg);
+
+/*
+ * A plugin's setting: SWITCHBOARD_<PLUGIN>_<KEY> from the environment, else
+ * the file's <plugin> = { <key> = ... } table, else NULL.  Borrowed from cfg
+ * (or the environment).
+ */
+const char *sb_config_plugin_get(const sb_config_t *cfg, const char *plugin, const char *key);
+
+/* True when name is in the comma-separated list (NULL: false). */
+int sb_config_list_has(const char *list, const char *name);
 
 /* Deep copy of src into dst (dst owns the copy). */
 void sb_config_copy(sb_config_t *dst, const sb_config_t *src);

@@ -9,14 +9,8 @@
 
 #include <stdarg.h>
 
-typedef enum sb_log_level {
-    SB_LOG_DEBUG = 0,
-    SB_LOG_INFO,
-    SB_LOG_NOTICE,
-    SB_LOG_WARNING,
-    SB_LOG_ERR,
-    SB_LOG_FATAL,
-} sb_log_level_t;
+/* Levels (sb_log_level_t, SB_LOG_*) are shared with plugins. */
+#include <switchboard/plugin.h>
 
 /* What a log line is about.  Every member may be NULL.  Borrowed. */
 typedef struct sb_log_ctx {

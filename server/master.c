@@ -9,6 +9,7 @@
 #include "common.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugin/host.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -54,6 +55,7 @@ static void master_spawn(master_t *m, master_worker_t *w)
     if (pid == 0) {
         sigprocmask(SIG_SETMASK, &m->oldmask, NULL);
         int rc = sb_worker_run(&m->cfg, slot);
+        sb_plugins_unload();
         sb_config_free(&m->cfg);
         exit(rc);
     }
@@ -205,6 +207,10 @@ int sb_master_run(const sb_config_t *cfg)
         rc = 1;
         goto done;
     }
+    if (sb_plugins_load(&m->cfg) != 0) {
+        rc = 1;
+        goto done;
+    }
     sb_log(SB_LOG_INFO, NULL, "switchboard starting %d workers on %s", m->cfg.workers,
            m->cfg.listen);
     master_spawn_generation(m);
@@ -233,6 +239,7 @@ int sb_master_run(const sb_config_t *cfg)
     }
     sb_log(SB_LOG_INFO, NULL, "switchboard stopped");
 done:
+    sb_plugins_unload();
     sigprocmask(SIG_SETMASK, &m->oldmask, NULL);
     sb_config_free(&m->cfg);
     free(m);

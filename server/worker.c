@@ -10,6 +10,7 @@
 #include "http/http.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugin/host.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -60,6 +61,7 @@ static void worker_drained(sb_http_server_t *srv, void *data)
 {
     worker_t *w = data;
     sb_log_debug(NULL, "worker drained; closing the database pool");
+    sb_plugins_stop();
     sb_db_close(w->db, worker_db_closed, w);
     w->db = NULL;
 }
@@ -123,6 +125,7 @@ static int worker_setup(worker_t *w)
         sb_log(SB_LOG_ERR, NULL, "could not register routes");
         return SB_EINVAL;
     }
+    sb_plugins_start(&w->loop, w->router, w->db);
     w->http = sb_http_server_new(&w->loop, w->router, &hopts);
     return sb_http_server_listen(w->http, (const struct sockaddr *)&w->cfg->listen_addr);
 }

@@ -1,15 +1,37 @@
 /*
  * switchboard/plugin.h - the only header a Switchboard channel plugin
- * includes.  It defines the result codes that the server and its plugins
- * share and the plugin ABI version.  Nothing from server/ is reachable
- * through it.
+ * includes, and the whole contract between the server and its plugins:
+ * the result codes, the descriptor a plugin exports, and the table of host
+ * functions the server hands it.  Nothing from the server's own sources is
+ * reachable through it.
+ *
+ * Lifecycle (as in nginx and Kamailio):
+ *   init   in the master, once, before the workers fork: read settings,
+ *          declare HTTP routes.  No loop exists yet.
+ *   start  in each worker, after fork: the loop exists; start timers.
+ *   stop   in each worker at shutdown.
+ *
+ * Rules that hold for every call:
+ *   - Every host call takes the plugin's own sb_plugin_ctx_t, which tags its
+ *     logs and lets the host release what it registered.
+ *   - What the host passes in is borrowed until the callback returns; what a
+ *     plugin passes to the host is copied before the call returns.
+ *   - A call that takes a callback and returns an error never calls it.
+ *   - Plugins never talk to PostgreSQL: they hand messages to ingest() and
+ *     are handed replies through send().
  */
 #ifndef SWITCHBOARD_PLUGIN_H
 #define SWITCHBOARD_PLUGIN_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
 /*
  * ABI version.  A host refuses a plugin built for another major version,
- * or for a minor version newer than its own.
+ * or for a minor version newer than its own.  Within a major, members are
+ * only ever appended to sb_host_api_t; a plugin that needs a late member
+ * checks api->size first.
  */
 #define SB_PLUGIN_ABI_MAJOR 1
 #define SB_PLUGIN_ABI_MINOR 0
@@ -41,5 +63,164 @@ enum {
     SB_ERRNO_MAP(XX)
 #undef XX
 };
+
+/* Log levels, for the host's log() and the server's own lines. */
+typedef enum sb_log_level {
+    SB_LOG_DEBUG = 0,
+    SB_LOG_INFO,
+    SB_LOG_NOTICE,
+    SB_LOG_WARNING,
+    SB_LOG_ERR,
+    SB_LOG_FATAL,
+} sb_log_level_t;
+
+typedef struct sb_plugin_ctx sb_plugin_ctx_t; /* one per loaded plugin, opaque */
+typedef struct sb_http_req sb_http_req_t;     /* one HTTP request, opaque */
+typedef struct sb_plugin_timer sb_plugin_timer_t;
+
+/* ======================== inbound ======================== */
+
+/*
+ * A message a channel received, normalised.  Strings are UTF-8; NULL where
+ * optional.  The host copies everything before ingest() returns.
+ */
+typedef struct sb_inbound {
+    const char *tenant;         /* tenant slug */
+    const char *channel;        /* channel name, e.g. "chat" */
+    const char *external_id;    /* the sender's id of this message: the dedupe key */
+    const char *identity_kind;  /* "email", "phone", "chat", "telegram", ... */
+    const char *identity_value; /* the sender on that channel */
+    const char *sender_name;    /* optional */
+    const char *thread_key;     /* messages with one key share a ticket until it closes */
+    const char *subject;        /* optional: the new ticket's subject */
+    const char *text;           /* the body as plain text */
+    const char *html;           /* optional */
+} sb_inbound_t;
+
+/* What ingest() committed (valid until the callback returns). */
+typedef struct sb_ingest_result {
+    int64_t ticket;  /* the ticket's number in its tenant */
+    int64_t message; /* the message's id */
+    int duplicate;   /* 1: stored before; acknowledge again, store nothing */
+} sb_ingest_result_t;
+
+/*
+ * status 0: committed (or a duplicate): acknowledge the sender.
+ * SB_EUNAVAILABLE: not stored, retry later (tell the sender to retry).
+ * SB_EINVAL / SB_ENOENT: not storable (bad message, unknown tenant).
+ */
+typedef void (*sb_ingest_cb)(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r,
+                             void *data);
+
+/* ======================== outbound ======================== */
+
+typedef struct sb_outbound {
+    const char *tenant;
+    const char *channel;
+    const char *identity_kind;
+    const char *identity_value; /* the recipient */
+    const char *thread_key;
+    int64_t ticket;
+    int64_t message;
+    const char *text;
+    const char *html;
+} sb_outbound_t;
+
+enum { SB_SENT = 0, SB_RETRY = 1, SB_FAILED = 2 };
+
+/* result is SB_SENT, SB_RETRY or SB_FAILED; detail (may be NULL) is recorded. */
+typedef void (*sb_send_cb)(sb_plugin_ctx_t *p, int result, const char *detail, void *data);
+
+/* ======================== the host ======================== */
+
+/*
+ * An HTTP handler: answer with respond() now or later (once), return 0; or
+ * return SB_DECLINED to let the next route try, or an SB_E* code for the
+ * host to answer.
+ */
+typedef int (*sb_plugin_http_cb)(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data);
+typedef void (*sb_plugin_timer_cb)(sb_plugin_ctx_t *p, void *data);
+
+typedef struct sb_host_api {
+    uint16_t abi_major, abi_minor;
+    uint32_t size; /* sizeof(sb_host_api_t) in the host */
+
+    /* A log line tagged with the plugin's name.  Any process. */
+    void (*log)(sb_plugin_ctx_t *p, sb_log_level_t level, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+    /*
+     * The plugin's setting key: SWITCHBOARD_<PLUGIN>_<KEY> from the
+     * environment, else <plugin> = { <key> = ... } in the config file, else
+     * NULL.  Borrowed for the process's life.
+     */
+    const char *(*config_get)(sb_plugin_ctx_t *p, const char *key);
+    /* Declares a route (init only).  Patterns as the server's: "/hooks/{tenant}/x". */
+    int (*http_route)(sb_plugin_ctx_t *p, const char *method, const char *pattern,
+                      sb_plugin_http_cb cb, void *data);
+    /* The worker's loop; NULL before start(). */
+    uv_loop_t *(*loop)(sb_plugin_ctx_t *p);
+    /* A timer on the worker's loop (start() or later); stopped with timer_stop. */
+    int (*timer_start)(sb_plugin_ctx_t *p, uint64_t after_ms, uint64_t repeat_ms,
+                       sb_plugin_timer_cb cb, void *data, sb_plugin_timer_t **out);
+    void (*timer_stop)(sb_plugin_ctx_t *p, sb_plugin_timer_t *t);
+    /*
+     * Stores an inbound message in one transaction (see sb_inbound_t) and
+     * calls done after commit.  Returns 0, or SB_EINVAL for a message missing
+     * a required field, SB_EUNAVAILABLE when the database is down (done is
+     * then never called).
+     */
+    int (*ingest)(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb done, void *data);
+
+    /* Requests handed to a route: accessors borrow until the response. */
+    const char *(*req_method)(sb_http_req_t *req);
+    const char *(*req_param)(sb_http_req_t *req, const char *name);
+    const char *(*req_query)(sb_http_req_t *req, const char *name);
+    const char *(*req_header)(sb_http_req_t *req, const char *name);
+    const char *(*req_body)(sb_http_req_t *req, size_t *len);
+    void (*res_header)(sb_http_req_t *req, const char *name, const char *value);
+    void (*respond)(sb_http_req_t *req, int status, const char *content_type, const void *body,
+                    size_t len);
+
+    /* Append new members here only. */
+} sb_host_api_t;
+
+/* The descriptor a plugin exports through sb_plugin_entry(). */
+typedef struct sb_plugin {
+    uint16_t abi_major, abi_minor;
+    uint32_t size; /* set by SB_PLUGIN_DEFINE */
+    const char *name;
+    const char *version;
+    /* Master, before fork.  Non-zero: the plugin is not loaded. */
+    int (*init)(sb_plugin_ctx_t *p, const sb_host_api_t *api);
+    /* Each worker, after fork (may be NULL). */
+    int (*start)(sb_plugin_ctx_t *p);
+    /* Each worker, at shutdown (may be NULL). */
+    void (*stop)(sb_plugin_ctx_t *p);
+    /* Delivers a reply (may be NULL for inbound-only channels). */
+    int (*send)(sb_plugin_ctx_t *p, const sb_outbound_t *msg, sb_send_cb done, void *data);
+} sb_plugin_t;
+
+#define SB_PLUGIN_ENTRY "sb_plugin_entry"
+
+#if defined(__GNUC__)
+#define SB_PLUGIN_EXPORT __attribute__((visibility("default")))
+#else
+#define SB_PLUGIN_EXPORT
+#endif
+
+/*
+ * Defines the exported entry point: a function, not data (dlsym of data is
+ * not portable), returning a descriptor stamped with the ABI this plugin is
+ * compiled against.  Use once per plugin, with the members after size:
+ *   SB_PLUGIN_DEFINE("chat", "1.0", chat_init, chat_start, chat_stop, chat_send)
+ */
+#define SB_PLUGIN_DEFINE(...)                                                      \
+    SB_PLUGIN_EXPORT const sb_plugin_t *sb_plugin_entry(void);                     \
+    SB_PLUGIN_EXPORT const sb_plugin_t *sb_plugin_entry(void)                      \
+    {                                                                              \
+        static const sb_plugin_t d = {SB_PLUGIN_ABI_MAJOR, SB_PLUGIN_ABI_MINOR,    \
+                                      (uint32_t)sizeof(sb_plugin_t), __VA_ARGS__}; \
+        return &d;                                                                 \
+    }
 
 #endif

@@ -267,7 +267,7 @@ int sb_api_openapi_build(const sb_router_t *r, json_t **out, const char **missin
     for (size_t i = 0; i < sb_router_count(r); i++) {
         const char *pattern = sb_router_pattern(r, i);
         const char *method = sb_router_method(r, i);
-        if (strncmp(pattern, "/debug/", 7) == 0)
+        if (strncmp(pattern, "/debug/", 7) == 0 || (sb_router_flags(r, i) & SB_ROUTE_UNDOCUMENTED))
             continue;
         const openapi_op_t *op = openapi_find(method, pattern);
         if (op == NULL) {

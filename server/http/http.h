@@ -35,6 +35,8 @@ typedef int (*sb_http_handler_cb)(sb_http_req_t *req, void *data);
 
 /* The route takes a JSON body: 415 unless Content-Type is JSON, 400 if invalid. */
 #define SB_ROUTE_JSON 0x1u
+/* The route is not part of the REST API's OpenAPI document (plugins, tests). */
+#define SB_ROUTE_UNDOCUMENTED 0x2u
 
 /* Creates an empty router.  The caller frees it with sb_router_free. */
 sb_router_t *sb_router_new(void);
@@ -53,6 +55,7 @@ int sb_router_add(sb_router_t *r, const char *method, const char *pattern, unsig
 size_t sb_router_count(const sb_router_t *r);
 const char *sb_router_pattern(const sb_router_t *r, size_t i);
 const char *sb_router_method(const sb_router_t *r, size_t i);
+unsigned sb_router_flags(const sb_router_t *r, size_t i);
 
 /* The result of matching a path: the route, its parameters, and for 405 the
  * methods the path does allow. */

@@ -110,6 +110,11 @@ const char *sb_router_method(const sb_router_t *r, size_t i)
     return i < r->n ? r->routes[i].method : NULL;
 }
 
+unsigned sb_router_flags(const sb_router_t *r, size_t i)
+{
+    return i < r->n ? r->routes[i].flags : 0;
+}
+
 /* Matches one route against the split path; fills params on success. */
 static int router_match_route(const route_t *rt, int nsegs, const char **segs, const size_t *lens,
                               sb_pool_t *pool, sb_route_match_t *m)

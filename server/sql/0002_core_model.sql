@@ -161,6 +161,7 @@ CREATE TABLE tickets (
     priority          text NOT NULL DEFAULT 'normal'
                       CHECK (priority IN ('low', 'normal', 'high', 'urgent')),
     channel           text NOT NULL DEFAULT 'api',
+    thread_key        text,             -- a channel's conversation (chat visitor, mail thread)
     customer_id       bigint NOT NULL,
     assignee_id       bigint,
     team_id           bigint,
@@ -180,6 +181,7 @@ CREATE TABLE tickets (
 );
 CREATE INDEX tickets_list ON tickets (tenant_id, updated_at DESC, id DESC);
 CREATE INDEX tickets_customer ON tickets (tenant_id, customer_id);
+CREATE INDEX tickets_thread ON tickets (tenant_id, channel, thread_key) WHERE thread_key IS NOT NULL;
 CREATE INDEX tickets_assignee ON tickets (tenant_id, assignee_id) WHERE assignee_id IS NOT NULL;
 CREATE INDEX tickets_tags ON tickets USING gin (tags);
 CREATE INDEX tickets_subject_fts ON tickets USING gin (to_tsvector('simple', subject));

@@ -711,3 +711,206 @@ def pytest_runtest_call(item):
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, old)
+
+
+# ---------------------------------------------------------------------------
+# REST API helpers (used by test_api_*.py)
+# ---------------------------------------------------------------------------
+
+API = "/api/v1"
+API_PASSWORD = "correct-horse-battery"
+
+# Every table whose content a rejected request must leave alone (sessions
+# and login_failures are left out: logging in is how the tests get tokens).
+API_TABLES = ("tenants", "agents", "memberships", "api_keys", "teams", "team_members",
+              "organizations", "customers", "customer_identities", "ticket_counters",
+              "tickets", "messages", "attachments", "events")
+
+
+def api_url(path, **query):
+    """`path` (relative ones are put under /api/v1/) plus the percent-encoded
+    query made of the arguments that are not None."""
+    if not path.startswith("/"):
+        path = API + "/" + path
+    q = [(k, str(v)) for k, v in query.items() if v is not None]
+    if q:
+        path += ("&" if "?" in path else "?") + urllib.parse.urlencode(
+            q, quote_via=urllib.parse.quote)
+    return path
+
+
+class ApiResponse:
+    """status, headers (lowercased keys), body (bytes); .json, .code, .field."""
+
+    def __init__(self, method, path, status, headers, body):
+        self.method = method
+        self.path = path
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def json(self):
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise AssertionError(f"not JSON: {self!r}")
+
+    @property
+    def error(self):
+        doc = self.json
+        assert isinstance(doc, dict) and isinstance(doc.get("error"), dict), self
+        assert isinstance(doc["error"].get("code"), str), self
+        assert isinstance(doc["error"].get("message"), str), self
+        return doc["error"]
+
+    @property
+    def code(self):
+        return self.error["code"]
+
+    @property
+    def field(self):
+        return self.error.get("field")
+
+    def __repr__(self):
+        body = self.body.decode("utf-8", errors="replace")
+        if len(body) > 800:
+            body = body[:800] + "..."
+        return f"<{self.method} {self.path} -> {self.status} {body}>"
+
+
+def field_matches(actual, expected):
+    """A 422's field names `expected` itself or something inside it
+    (`customer.email`, `tags[1]`, `customer/email`)."""
+    if not isinstance(actual, str):
+        return False
+    return actual == expected or any(actual.startswith(expected + sep) for sep in ".[/")
+
+
+class ApiClient:
+    """Requests to one server with one bearer token (or none)."""
+
+    _NO_BODY = object()
+
+    def __init__(self, srv, token=None, agent=None, email=None):
+        self.srv = srv
+        self.token = token
+        self.agent = agent          # the "agent" object of the login answer
+        self.email = email
+
+    @property
+    def id(self):
+        return self.agent["id"]
+
+    def request(self, method, path, json_body=_NO_BODY, body=None, headers=None,
+                content_type=None, **query):
+        hdrs = {}
+        if self.token:
+            hdrs["Authorization"] = "Bearer " + self.token
+        if json_body is not ApiClient._NO_BODY:
+            body = json.dumps(json_body).encode()
+            hdrs["Content-Type"] = "application/json"
+        if content_type is not None:
+            hdrs["Content-Type"] = content_type
+        hdrs.update(headers or {})
+        url = api_url(path, **query)
+        status, h, b = self.srv.request(method, url, body=body, headers=hdrs)
+        return ApiResponse(method, url, status, h, b)
+
+    def get(self, path, headers=None, **query):
+        return self.request("GET", path, headers=headers, **query)
+
+    def post(self, path, json_body=None, headers=None):
+        return self.request("POST", path, json_body, headers=headers)
+
+    def patch(self, path, json_body=None, headers=None):
+        return self.request("PATCH", path, json_body, headers=headers)
+
+    def delete(self, path, headers=None):
+        return self.request("DELETE", path, headers=headers)
+
+
+def expect(resp, status, code=None, field=None):
+    """Assert the status (an int or a collection of ints), the error code and
+    the 422 field; return the parsed body."""
+    ok = resp.status in status if isinstance(status, (tuple, list, set)) else resp.status == status
+    assert ok, f"expected {status}, got {resp!r}"
+    if code is not None:
+        assert resp.code == code, f"expected error code {code!r}: {resp!r}"
+    if field is not None:
+        assert field_matches(resp.field, field), f"expected field {field!r}: {resp!r}"
+    return resp.json
+
+
+def api_login(srv, email, password=API_PASSWORD):
+    """Log in; return an ApiClient carrying the token."""
+    c = ApiClient(srv)
+    doc = expect(c.post("sessions", {"email": email, "password": password}), 201)
+    return ApiClient(srv, doc["token"], doc["agent"], email)
+
+
+def sb_cli(db, *args, input=None, expect_rc=0):
+    """Run an operator command against database `db`; assert its exit code."""
+    cp = run_cli(list(args), {"SWITCHBOARD_DATABASE_URL": db}, input=input)
+    if expect_rc is not None:
+        assert cp.returncode == expect_rc, (args, cp.returncode, cp.stdout, cp.stderr)
+    return cp
+
+
+def cli_tenant(db, slug, name=None):
+    return sb_cli(db, "tenant", "add", slug, "--name", name or slug.title())
+
+
+def cli_agent(db, email, tenant, role, name=None, password=API_PASSWORD):
+    """Create the agent (or add a membership to an existing one)."""
+    return sb_cli(db, "agent", "add", email, "--name", name or email.split("@")[0],
+                  "--tenant", tenant, "--role", role, input=password + "\n")
+
+
+def cli_platform_admin(db, email, name=None, password=API_PASSWORD):
+    args = ["admin", "add", email] + (["--name", name] if name else [])
+    return sb_cli(db, *args, input=password + "\n")
+
+
+def db_tenant_id(db, slug):
+    return int(psql(db, f"SELECT id FROM tenants WHERE slug = '{slug}'").strip())
+
+
+def db_fingerprint(db, tables=API_TABLES):
+    """{table: (row count, md5 of all rows)} read as the superuser (no RLS)."""
+    parts = [f"SELECT '{t}', count(*), md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), ''))"
+             f" FROM {t} x" for t in tables]
+    out = psql(db, " UNION ALL ".join(parts))
+    fp = {}
+    for line in out.splitlines():
+        if line.strip():
+            name, count, digest = line.split("|")
+            fp[name] = (int(count), digest)
+    return fp
+
+
+def db_counts(db, tables=API_TABLES):
+    return {t: v[0] for t, v in db_fingerprint(db, tables).items()}
+
+
+class db_unchanged:
+    """with db_unchanged(db, "what"): ... -- fails if any API table changed."""
+
+    def __init__(self, db, what=""):
+        self.db = db
+        self.what = what
+
+    def __enter__(self):
+        self.before = db_fingerprint(self.db)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            return False
+        after = db_fingerprint(self.db)
+        changed = {t: (self.before.get(t), after.get(t)) for t in after
+                   if self.before.get(t) != after.get(t)}
+        assert not changed, f"{self.what}: the database changed: {changed}"
+        return False

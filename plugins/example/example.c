@@ -1,0 +1,78 @@
+/*
+ * example - the smallest useful channel: a webhook that stores what is
+ * posted to it.  It shows the whole plugin ABI in use (settings, a route,
+ * ingest and its acknowledgement after commit) and is what the tests
+ * load; copy it to start a new channel.  Not for production traffic: it
+ * has no sender verification.
+ *
+ *   POST /hooks/{tenant}/example?from=IDENTITY&id=MESSAGE_ID[&thread=KEY][&name=NAME]
+ *   body: the message text (text/plain, UTF-8)
+ *   -> 200 "stored N" / "duplicate N" (N: the ticket number), 400, 404, 503
+ */
+#include <switchboard/plugin.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static const sb_host_api_t *api;
+static int example_enabled = 1;
+
+static void example_stored(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r, void *data)
+{
+    sb_http_req_t *req = data;
+    char body[64];
+
+    if (status == SB_ENOENT) {
+        api->respond(req, 404, "text/plain", "no such tenant\n", 15);
+        return;
+    }
+    if (status != 0) {
+        /* Not stored: the sender must retry, and will find nothing half-done. */
+        api->res_header(req, "Retry-After", "5");
+        api->respond(req, 503, "text/plain", "not stored; retry\n", 18);
+        return;
+    }
+    int n = snprintf(body, sizeof(body), "%s %lld\n", r->duplicate ? "duplicate" : "stored",
+                     (long long)r->ticket);
+    api->respond(req, 200, "text/plain", body, (size_t)n);
+}
+
+static int example_hook(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data)
+{
+    size_t len;
+    const char *text = api->req_body(req, &len);
+    sb_inbound_t m = {
+        .tenant = api->req_param(req, "tenant"),
+        .channel = "example",
+        .external_id = api->req_query(req, "id"),
+        .identity_kind = "other",
+        .identity_value = api->req_query(req, "from"),
+        .sender_name = api->req_query(req, "name"),
+        .thread_key = api->req_query(req, "thread"),
+        .text = text,
+    };
+
+    if (!example_enabled)
+        return SB_DECLINED;
+    if (m.external_id == NULL || m.identity_value == NULL || len == 0 || strlen(text) != len) {
+        api->respond(req, 400, "text/plain", "need ?from=, ?id= and a text body\n", 34);
+        return 0;
+    }
+    int rc = api->ingest(p, &m, example_stored, req);
+    if (rc == SB_EINVAL) {
+        api->respond(req, 400, "text/plain", "a field is too long\n", 20);
+        return 0;
+    }
+    return rc;
+}
+
+static int example_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
+{
+    api = host;
+    const char *enabled = api->config_get(p, "enabled");
+    example_enabled = enabled == NULL || strcmp(enabled, "false") != 0;
+    api->log(p, SB_LOG_INFO, "example webhook %s", example_enabled ? "enabled" : "disabled");
+    return api->http_route(p, "POST", "/hooks/{tenant}/example", example_hook, NULL);
+}
+
+SB_PLUGIN_DEFINE("example", "1.0", example_init, NULL, NULL, NULL)

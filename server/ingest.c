@@ -1,0 +1,171 @@
+/*
+ * ingest.c - the inbound pipeline's transaction.  It runs as the server's
+ * tenant role with the tenant set from the message's slug, so row-level
+ * security holds for channel traffic as for API calls.
+ */
+#include "ingest.h"
+#include "common.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define INGEST_ATTEMPTS 3
+
+typedef struct {
+    sb_db_t *db;
+    sb_ingest_done_cb done;
+    void *data;
+    int attempts;
+    const char *params[10];
+    sb_buf_t store;
+} ingest_t;
+
+static const char sql_tenant[] =
+    "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
+    " WHERE slug = $1), ''), true), set_config('switchboard.agent_id', '', true),"
+    " set_config('switchboard.api_key_id', '', true)";
+
+/* $1 channel, $2 external id, $3 identity kind, $4 identity value, $5 name,
+ * $6 thread key, $7 subject, $8 text, $9 html.  The statement is a no-op
+ * when the tenant was not found (sb_tenant() is NULL). */
+static const char sql_ingest[] =
+    "WITH dup AS (SELECT m.id, t.number FROM messages m JOIN tickets t"
+    "  ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
+    "  WHERE m.tenant_id = sb_tenant() AND m.channel = $1 AND m.external_id = $2),"
+    " ident AS (SELECT customer_id FROM customer_identities"
+    "  WHERE tenant_id = sb_tenant() AND kind = $3 AND value = $4),"
+    " go AS (SELECT sb_tenant() IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dup) AS ok),"
+    " new_c AS (INSERT INTO customers (tenant_id, name)"
+    "  SELECT sb_tenant(), coalesce($5, '') WHERE (SELECT ok FROM go)"
+    "   AND NOT EXISTS (SELECT 1 FROM ident) RETURNING id),"
+    " new_i AS (INSERT INTO customer_identities (tenant_id, customer_id, kind, value)"
+    "  SELECT sb_tenant(), id, $3, $4 FROM new_c RETURNING customer_id),"
+    " cust AS (SELECT coalesce((SELECT customer_id FROM ident),"
+    "  (SELECT customer_id FROM new_i)) AS id WHERE (SELECT ok FROM go)),"
+    " open_t AS (SELECT t.id, t.number FROM tickets t"
+    "  WHERE t.tenant_id = sb_tenant() AND (SELECT ok FROM go) AND $6::text IS NOT NULL"
+    "   AND t.channel = $1 AND t.thread_key = $6 AND t.status <> 'closed'"
+    "   AND t.merged_into IS NULL ORDER BY t.id DESC LIMIT 1 FOR UPDATE),"
+    " num AS (INSERT INTO ticket_counters (tenant_id, last_number)"
+    "  SELECT sb_tenant(), 1 WHERE (SELECT ok FROM go) AND NOT EXISTS (SELECT 1 FROM open_t)"
+    "  ON CONFLICT (tenant_id) DO UPDATE SET last_number = ticket_counters.last_number + 1"
+    "  RETURNING last_number),"
+    " new_t AS (INSERT INTO tickets (tenant_id, number, subject, channel, thread_key, customer_id)"
+    "  SELECT sb_tenant(), num.last_number,"
+    "   coalesce(nullif($7, ''), nullif(left(regexp_replace($8, '\\s+', ' ', 'g'), 80), ''),"
+    "    '(no subject)'), $1, $6, cust.id"
+    "  FROM num, cust RETURNING id, number),"
+    " tk AS (SELECT id, number FROM open_t UNION ALL SELECT id, number FROM new_t),"
+    " upd AS (UPDATE tickets t SET updated_at = now(), version = t.version + 1,"
+    "   status = CASE WHEN t.status IN ('solved', 'pending') THEN 'open' ELSE t.status END"
+    "  FROM open_t WHERE t.tenant_id = sb_tenant() AND t.id = open_t.id),"
+    " m AS (INSERT INTO messages (tenant_id, ticket_id, direction, author_customer_id,"
+    "   body_text, body_html, channel, external_id)"
+    "  SELECT sb_tenant(), tk.id, 'inbound', cust.id, $8, $9, $1, $2 FROM tk, cust"
+    "  RETURNING id, ticket_id),"
+    " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
+    "  SELECT sb_tenant(), m.ticket_id, 'customer', cust.id,"
+    "   CASE WHEN EXISTS (SELECT 1 FROM new_t) THEN 'ticket.created' ELSE 'message.added' END,"
+    "   jsonb_build_object('message_id', m.id, 'channel', $1, 'direction', 'inbound')"
+    "  FROM m, cust),"
+    " n AS (SELECT pg_notify('" SB_EVENTS_CHANNEL "', json_build_object('tenant', sb_tenant(),"
+    "   'type', 'message.created', 'ticket', tk.number, 'message', m.id,"
+    "   'direction', 'inbound', 'channel', $1)::text) FROM m, tk)"
+    " SELECT sb_tenant() IS NOT NULL,"
+    "  coalesce((SELECT number FROM dup), (SELECT number FROM tk)),"
+    "  coalesce((SELECT id FROM dup), (SELECT id FROM m)),"
+    "  EXISTS (SELECT 1 FROM dup), (SELECT count(*) FROM n)";
+
+static int ingest_send(ingest_t *in);
+
+static void ingest_free(ingest_t *in)
+{
+    sb_buf_free(&in->store);
+    free(in);
+}
+
+static void ingest_done(int status, PGresult *const *res, int n, void *data)
+{
+    ingest_t *in = data;
+    sb_ingest_result_t r = {0, 0, 0};
+    const char *st = "";
+
+    for (int i = 0; res && i < n; i++)
+        if (res[i] && PQresultStatus(res[i]) == PGRES_FATAL_ERROR)
+            st = PQresultErrorField(res[i], PG_DIAG_SQLSTATE);
+    /* Two deliveries of one message (or two first messages of one new
+     * customer) raced: run again, and the second finds the first's rows. */
+    if (status == SB_EDB && st && strcmp(st, "23505") == 0 && ++in->attempts < INGEST_ATTEMPTS &&
+        ingest_send(in) == 0)
+        return;
+    if (status != 0) {
+        if (status == SB_EDB)
+            sb_log(SB_LOG_ERR, NULL, "could not store inbound message: SQLSTATE %s", st ? st : "");
+        in->done(status == SB_EDB ? SB_EIO : status, NULL, in->data);
+        ingest_free(in);
+        return;
+    }
+    const PGresult *q = res[1];
+    if (strcmp(PQgetvalue(q, 0, 0), "t") != 0) {
+        in->done(SB_ENOENT, NULL, in->data);
+        ingest_free(in);
+        return;
+    }
+    r.ticket = atoll(PQgetvalue(q, 0, 1));
+    r.message = atoll(PQgetvalue(q, 0, 2));
+    r.duplicate = strcmp(PQgetvalue(q, 0, 3), "t") == 0;
+    in->done(0, &r, in->data);
+    ingest_free(in);
+}
+
+static int ingest_send(ingest_t *in)
+{
+    sb_db_stmt_t s[2] = {{sql_tenant, 1, in->params}, {sql_ingest, 9, in->params + 1}};
+    return sb_db_query(in->db, s, 2, ingest_done, in);
+}
+
+static int ingest_field_ok(const char *s, size_t max, int required)
+{
+    if (s == NULL)
+        return !required;
+    size_t n = strlen(s);
+    return n <= max && (!required || n > 0);
+}
+
+int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void *data)
+{
+    const char *src[10] = {msg->tenant,        msg->channel,        msg->external_id,
+                           msg->identity_kind, msg->identity_value, msg->sender_name,
+                           msg->thread_key,    msg->subject,        msg->text,
+                           msg->html};
+    size_t offs[10];
+
+    if (!ingest_field_ok(msg->tenant, 63, 1) || !ingest_field_ok(msg->channel, 64, 1) ||
+        !ingest_field_ok(msg->external_id, 500, 1) || !ingest_field_ok(msg->identity_kind, 20, 1) ||
+        !ingest_field_ok(msg->identity_value, 320, 1) ||
+        !ingest_field_ok(msg->sender_name, 200, 0) || !ingest_field_ok(msg->thread_key, 500, 0) ||
+        !ingest_field_ok(msg->subject, 500, 0) || !ingest_field_ok(msg->text, 1000000, 1) ||
+        !ingest_field_ok(msg->html, 5000000, 0))
+        return SB_EINVAL;
+
+    ingest_t *in = sb_xcalloc(1, sizeof(*in));
+    in->db = db;
+    in->done = done;
+    in->data = data;
+    sb_buf_init(&in->store);
+    /* One copy of every string; pointers are set once the buffer stops growing. */
+    for (int i = 0; i < 10; i++) {
+        offs[i] = in->store.len;
+        if (src[i])
+            sb_buf_append(&in->store, src[i], strlen(src[i]) + 1);
+    }
+    for (int i = 0; i < 10; i++)
+        in->params[i] = src[i] ? in->store.data + offs[i] : NULL;
+    int rc = ingest_send(in);
+    if (rc != 0) {
+        ingest_free(in);
+        return SB_EUNAVAILABLE;
+    }
+    return 0;
+}

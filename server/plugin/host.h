@@ -1,0 +1,48 @@
+/*
+ * plugin/host.h - the server's side of the plugin ABI: loading channel
+ * plugins in the master (file checks, dlopen, ABI checks, init), binding
+ * them to each worker (routes, start/stop), and the host function table
+ * they call.  The contract itself is include/switchboard/plugin.h.
+ */
+#ifndef SB_PLUGIN_HOST_H
+#define SB_PLUGIN_HOST_H
+
+#include <switchboard/plugin.h>
+
+#include "config.h"
+#include "db/db.h"
+#include "http/http.h"
+
+/*
+ * Master, before fork: loads the plugins named in cfg->plugins (all in
+ * cfg->plugins_dir when NULL) and runs their init.  A plugin that cannot
+ * be loaded or fails init is logged and left out, unless it is listed in
+ * cfg->plugins_required: then this returns SB_EINVAL and the server must
+ * not start.  Borrows cfg for the process's life.
+ */
+int sb_plugins_load(const sb_config_t *cfg);
+
+/*
+ * Worker: adds the plugins' routes to router and runs their start on
+ * loop, with db for ingest().  Borrows all three until sb_plugins_stop.
+ */
+int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db);
+
+/* Worker: runs every started plugin's stop. */
+void sb_plugins_stop(void);
+
+/* Releases the plugins (dlclose).  After stop, at process exit. */
+void sb_plugins_unload(void);
+
+/* Number of loaded plugins and the name of plugin i. */
+size_t sb_plugins_count(void);
+const char *sb_plugins_name(size_t i);
+
+/*
+ * Loads one plugin file and checks it without running it: 0, or SB_EINVAL
+ * with the reason logged (missing symbol, ABI mismatch, unsafe file).  For
+ * the loader and its tests.
+ */
+int sb_plugin_check_file(const char *path, const char *name);
+
+#endif

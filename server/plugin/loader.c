@@ -1,0 +1,451 @@
+/*
+ * loader.c - finding, checking and loading channel plugins, and the host
+ * function table they are given.  Loading happens once, in the master;
+ * the routes a plugin declares there are added to every worker's router
+ * after fork, and start/stop run in each worker.  Not for ingest's SQL
+ * (ingest.c).
+ */
+#include "plugin/host.h"
+#include "common.h"
+#include "ingest.h"
+#include "log.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define PLUGINS_MAX 64
+
+typedef struct plugin_route {
+    struct plugin_route *next;
+    sb_plugin_ctx_t *ctx;
+    char *method, *pattern;
+    sb_plugin_http_cb cb;
+    void *data;
+} plugin_route_t;
+
+struct sb_plugin_timer {
+    uv_timer_t handle;
+    sb_plugin_ctx_t *ctx;
+    sb_plugin_timer_cb cb;
+    void *data;
+};
+
+struct sb_plugin_ctx {
+    char *name;
+    void *dl;
+    const sb_plugin_t *desc;
+    sb_log_ctx_t log;
+    plugin_route_t *routes;
+    int initialising;
+    int started;
+};
+
+static struct {
+    const sb_config_t *cfg;
+    sb_plugin_ctx_t *plugins[PLUGINS_MAX];
+    size_t n;
+    uv_loop_t *loop;
+    sb_db_t *db;
+} host;
+
+/* ======================== host functions ======================== */
+
+static void host_log(sb_plugin_ctx_t *p, sb_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    sb_log_va(level, &p->log, NULL, NULL, fmt, ap);
+    va_end(ap);
+}
+
+static const char *host_config_get(sb_plugin_ctx_t *p, const char *key)
+{
+    return sb_config_plugin_get(host.cfg, p->name, key);
+}
+
+static int host_http_route(sb_plugin_ctx_t *p, const char *method, const char *pattern,
+                           sb_plugin_http_cb cb, void *data)
+{
+    if (!p->initialising || pattern == NULL || pattern[0] != '/' || method == NULL)
+        return SB_EINVAL;
+    plugin_route_t *r = sb_xcalloc(1, sizeof(*r));
+    r->ctx = p;
+    r->method = sb_xstrdup(method);
+    r->pattern = sb_xstrdup(pattern);
+    r->cb = cb;
+    r->data = data;
+    r->next = p->routes;
+    p->routes = r;
+    return 0;
+}
+
+static uv_loop_t *host_loop(sb_plugin_ctx_t *p)
+{
+    return host.loop;
+}
+
+static void host_timer_fire(uv_timer_t *h)
+{
+    sb_plugin_timer_t *t = h->data;
+    t->cb(t->ctx, t->data);
+}
+
+static int host_timer_start(sb_plugin_ctx_t *p, uint64_t after_ms, uint64_t repeat_ms,
+                            sb_plugin_timer_cb cb, void *data, sb_plugin_timer_t **out)
+{
+    if (host.loop == NULL || cb == NULL)
+        return SB_EINVAL;
+    sb_plugin_timer_t *t = sb_xcalloc(1, sizeof(*t));
+    t->ctx = p;
+    t->cb = cb;
+    t->data = data;
+    uv_timer_init(host.loop, &t->handle);
+    t->handle.data = t;
+    uv_timer_start(&t->handle, host_timer_fire, after_ms, repeat_ms);
+    if (out)
+        *out = t;
+    return 0;
+}
+
+static void host_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void host_timer_stop(sb_plugin_ctx_t *p, sb_plugin_timer_t *t)
+{
+    if (t == NULL)
+        return;
+    uv_timer_stop(&t->handle);
+    uv_close((uv_handle_t *)&t->handle, host_timer_closed);
+}
+
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_ingest_cb cb;
+    void *data;
+} host_ingest_t;
+
+static void host_ingest_done(int status, const sb_ingest_result_t *r, void *data)
+{
+    host_ingest_t *hi = data;
+    hi->cb(hi->ctx, status, r, hi->data);
+    free(hi);
+}
+
+static int host_ingest(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb done, void *data)
+{
+    if (host.db == NULL || done == NULL)
+        return SB_EINVAL;
+    host_ingest_t *hi = sb_xmalloc(sizeof(*hi));
+    hi->ctx = p;
+    hi->cb = done;
+    hi->data = data;
+    int rc = sb_ingest(host.db, msg, host_ingest_done, hi);
+    if (rc != 0)
+        free(hi);
+    return rc;
+}
+
+static const char *host_req_method(sb_http_req_t *req)
+{
+    return sb_http_req_method(req);
+}
+
+static const char *host_req_param(sb_http_req_t *req, const char *name)
+{
+    return sb_http_req_param(req, name);
+}
+
+static const char *host_req_header(sb_http_req_t *req, const char *name)
+{
+    return sb_http_req_header(req, name);
+}
+
+static const sb_host_api_t host_api = {
+    .abi_major = SB_PLUGIN_ABI_MAJOR,
+    .abi_minor = SB_PLUGIN_ABI_MINOR,
+    .size = sizeof(sb_host_api_t),
+    .log = host_log,
+    .config_get = host_config_get,
+    .http_route = host_http_route,
+    .loop = host_loop,
+    .timer_start = host_timer_start,
+    .timer_stop = host_timer_stop,
+    .ingest = host_ingest,
+    .req_method = host_req_method,
+    .req_param = host_req_param,
+    .req_query = sb_http_req_query,
+    .req_header = host_req_header,
+    .req_body = (const char *(*)(sb_http_req_t *, size_t *))sb_http_req_body,
+    .res_header = sb_http_res_header,
+    .respond = sb_http_respond,
+};
+
+/* ======================== loading ======================== */
+
+/*
+ * Refuses files anyone else could have written: a plugin runs with the
+ * server's privileges.
+ */
+static int loader_file_safe(const char *path, const char *name)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0) {
+        sb_log(SB_LOG_ERR, NULL, "could not load plugin \"%s\": could not stat \"%s\": %s", name,
+               path, strerror(errno));
+        return SB_EINVAL;
+    }
+    if (!S_ISREG(st.st_mode) || (st.st_mode & (S_IWGRP | S_IWOTH)) ||
+        (st.st_uid != 0 && st.st_uid != geteuid())) {
+        sb_log_ex(SB_LOG_ERR, NULL, NULL,
+                  "A plugin must be a regular file owned by root or the server's user and "
+                  "writable by no one else.",
+                  "could not load plugin \"%s\": unsafe file \"%s\"", name, path);
+        return SB_EINVAL;
+    }
+    return 0;
+}
+
+/* Opens path and checks the descriptor; 0 with *dl and *desc, or SB_EINVAL. */
+static int loader_open(const char *path, const char *name, void **dl, const sb_plugin_t **desc)
+{
+    if (loader_file_safe(path, name) != 0)
+        return SB_EINVAL;
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        sb_log(SB_LOG_ERR, NULL, "could not load plugin \"%s\": %s", name, dlerror());
+        return SB_EINVAL;
+    }
+    const sb_plugin_t *(*entry)(void);
+    *(void **)&entry = dlsym(h, SB_PLUGIN_ENTRY);
+    if (entry == NULL) {
+        sb_log_ex(SB_LOG_ERR, NULL, NULL, "Plugins define it with SB_PLUGIN_DEFINE.",
+                  "could not load plugin \"%s\": missing entry symbol \"%s\"", name,
+                  SB_PLUGIN_ENTRY);
+        dlclose(h);
+        return SB_EINVAL;
+    }
+    const sb_plugin_t *d = entry();
+    if (d == NULL || d->abi_major != SB_PLUGIN_ABI_MAJOR || d->abi_minor > SB_PLUGIN_ABI_MINOR ||
+        d->size < offsetof(sb_plugin_t, send)) {
+        char detail[128];
+        snprintf(detail, sizeof(detail), "Server has ABI %d.%d, plugin was built for %d.%d.",
+                 SB_PLUGIN_ABI_MAJOR, SB_PLUGIN_ABI_MINOR, d ? d->abi_major : 0,
+                 d ? d->abi_minor : 0);
+        sb_log_ex(SB_LOG_ERR, NULL, detail, "Rebuild the plugin against this server's headers.",
+                  "could not load plugin \"%s\": ABI mismatch", name);
+        dlclose(h);
+        return SB_EINVAL;
+    }
+    if (d->name == NULL || d->init == NULL) {
+        sb_log(SB_LOG_ERR, NULL, "could not load plugin \"%s\": its descriptor has no name or init",
+               name);
+        dlclose(h);
+        return SB_EINVAL;
+    }
+    *dl = h;
+    *desc = d;
+    return 0;
+}
+
+int sb_plugin_check_file(const char *path, const char *name)
+{
+    void *dl;
+    const sb_plugin_t *d;
+    int rc = loader_open(path, name, &dl, &d);
+    if (rc == 0)
+        dlclose(dl);
+    return rc;
+}
+
+static void loader_ctx_free(sb_plugin_ctx_t *p)
+{
+    while (p->routes) {
+        plugin_route_t *r = p->routes;
+        p->routes = r->next;
+        free(r->method);
+        free(r->pattern);
+        free(r);
+    }
+    if (p->dl)
+        dlclose(p->dl);
+    free(p->name);
+    free(p);
+}
+
+/* Loads and initialises one plugin; 0 or SB_EINVAL (logged). */
+static int loader_load_one(const char *dir, const char *name)
+{
+    char path[PATH_MAX];
+    void *dl;
+    const sb_plugin_t *d;
+
+    if (host.n == PLUGINS_MAX) {
+        sb_log(SB_LOG_ERR, NULL, "could not load plugin \"%s\": too many plugins", name);
+        return SB_EINVAL;
+    }
+    /* Installed plugins sit in the directory; in the build tree each has
+     * its own folder (plugins/<name>/<name>.so). */
+    snprintf(path, sizeof(path), "%s/%s.so", dir, name);
+    if (access(path, F_OK) != 0)
+        snprintf(path, sizeof(path), "%s/%s/%s.so", dir, name, name);
+    if (loader_open(path, name, &dl, &d) != 0)
+        return SB_EINVAL;
+    sb_plugin_ctx_t *p = sb_xcalloc(1, sizeof(*p));
+    p->name = sb_xstrdup(d->name);
+    p->dl = dl;
+    p->desc = d;
+    p->log.plugin = p->name;
+    p->initialising = 1;
+    int rc = d->init(p, &host_api);
+    p->initialising = 0;
+    if (rc != 0) {
+        sb_log(SB_LOG_ERR, NULL, "could not initialise plugin \"%s\": %s", name, sb_strerror(rc));
+        loader_ctx_free(p);
+        return SB_EINVAL;
+    }
+    host.plugins[host.n++] = p;
+    sb_log(SB_LOG_INFO, NULL, "loaded plugin \"%s\" %s", p->name, d->version ? d->version : "");
+    return 0;
+}
+
+/* The names to load: the configured list, or every *.so in the directory. */
+static char **loader_names(const sb_config_t *cfg, size_t *n)
+{
+    char **names = NULL;
+    *n = 0;
+    if (cfg->plugins) {
+        const char *p = cfg->plugins;
+        while (*p) {
+            while (*p == ',' || *p == ' ')
+                p++;
+            size_t len = strcspn(p, ", ");
+            if (len) {
+                names = sb_xrealloc(names, (*n + 1) * sizeof(char *));
+                names[(*n)++] = sb_xstrndup(p, len);
+            }
+            p += len;
+        }
+        return names;
+    }
+    DIR *d = opendir(cfg->plugins_dir);
+    if (d == NULL)
+        return NULL;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char sub[PATH_MAX];
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(sub, sizeof(sub), "%s/%s/%s.so", cfg->plugins_dir, e->d_name, e->d_name);
+        if (len > 3 && strcmp(e->d_name + len - 3, ".so") == 0)
+            len -= 3;
+        else if (access(sub, F_OK) != 0)
+            continue;
+        names = sb_xrealloc(names, (*n + 1) * sizeof(char *));
+        names[(*n)++] = sb_xstrndup(e->d_name, len);
+    }
+    closedir(d);
+    return names;
+}
+
+int sb_plugins_load(const sb_config_t *cfg)
+{
+    size_t n;
+    char **names = loader_names(cfg, &n);
+    int rc = 0;
+
+    host.cfg = cfg;
+    for (size_t i = 0; i < n; i++) {
+        int required = sb_config_list_has(cfg->plugins_required, names[i]);
+        if (loader_load_one(cfg->plugins_dir, names[i]) != 0 && required) {
+            sb_log(SB_LOG_FATAL, NULL, "required plugin \"%s\" is not available", names[i]);
+            rc = SB_EINVAL;
+        }
+        free(names[i]);
+    }
+    free(names);
+    /* A required plugin that was not even listed is as missing as a broken one. */
+    const char *p = cfg->plugins_required;
+    while (rc == 0 && p && *p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t len = strcspn(p, ", ");
+        int found = 0;
+        for (size_t i = 0; i < host.n; i++)
+            found |=
+                strlen(host.plugins[i]->name) == len && strncmp(host.plugins[i]->name, p, len) == 0;
+        if (len && !found) {
+            sb_log(SB_LOG_FATAL, NULL, "required plugin \"%.*s\" is not available", (int)len, p);
+            rc = SB_EINVAL;
+        }
+        p += len;
+    }
+    return rc;
+}
+
+/* ======================== workers ======================== */
+
+static int loader_route_cb(sb_http_req_t *req, void *data)
+{
+    plugin_route_t *r = data;
+    return r->cb(r->ctx, req, r->data);
+}
+
+int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
+{
+    host.loop = loop;
+    host.db = db;
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        for (plugin_route_t *r = p->routes; r; r = r->next) {
+            if (sb_router_add(router, r->method, r->pattern, SB_ROUTE_UNDOCUMENTED, loader_route_cb,
+                              r) != 0)
+                sb_log(SB_LOG_ERR, &p->log, "could not add route \"%s %s\"", r->method, r->pattern);
+        }
+        if (p->desc->start && p->desc->start(p) != 0) {
+            sb_log(SB_LOG_ERR, &p->log, "could not start plugin \"%s\"", p->name);
+            continue;
+        }
+        p->started = 1;
+    }
+    return 0;
+}
+
+void sb_plugins_stop(void)
+{
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (p->started && p->desc->stop)
+            p->desc->stop(p);
+        p->started = 0;
+    }
+    host.db = NULL;
+}
+
+void sb_plugins_unload(void)
+{
+    for (size_t i = 0; i < host.n; i++)
+        loader_ctx_free(host.plugins[i]);
+    host.n = 0;
+}
+
+size_t sb_plugins_count(void)
+{
+    return host.n;
+}
+
+const char *sb_plugins_name(size_t i)
+{
+    return i < host.n ? host.plugins[i]->name : NULL;
+}
