@@ -1,0 +1,159 @@
+"""Plugins and the inbound pipeline, through the example webhook plugin.
+
+The example plugin (plugins/example) is loaded from the build tree by
+default; the plugins that must be refused are built in
+<build>/tests/plugins.
+"""
+
+import os
+import urllib.parse
+
+import pytest
+
+from conftest import SWITCHBOARD_BIN, psql, run_cli, wait_until
+
+BUILD = os.path.dirname(os.path.dirname(SWITCHBOARD_BIN))
+TEST_PLUGINS = os.path.join(BUILD, "tests", "plugins")
+
+
+def hook(srv, tenant, text, **query):
+    path = f"/hooks/{tenant}/example?" + urllib.parse.urlencode(query)
+    status, headers, body = srv.request("POST", path, body=text.encode(),
+                                        headers={"Content-Type": "text/plain"})
+    return status, headers, body.decode()
+
+
+def counts(url):
+    out = psql(url, "SELECT (SELECT count(*) FROM tickets) || ',' || (SELECT count(*) FROM messages)"
+                    " || ',' || (SELECT count(*) FROM customers)")
+    return tuple(int(x) for x in out.strip().split(","))
+
+
+def migrated(url):
+    cp = run_cli(["migrate"], env_extra={"SWITCHBOARD_DATABASE_URL": url})
+    assert cp.returncode == 0, cp.stderr
+    cp = run_cli(["tenant", "add", "acme", "--name", "Acme"],
+                 env_extra={"SWITCHBOARD_DATABASE_URL": url})
+    assert cp.returncode == 0, cp.stderr
+
+
+def test_example_plugin_loaded_and_ingests(database, start_server):
+    migrated(database)
+    srv = start_server(database)
+    assert 'loaded plugin "example"' in srv.log_text()
+
+    status, _, body = hook(srv, "acme", "Hello, my order is late", **{"from": "u1", "id": "m1",
+                                                                     "thread": "t1", "name": "Uno"})
+    assert status == 200 and body.startswith("stored 1"), body
+    # the same thread appends to the same ticket; another thread opens one
+    status, _, body = hook(srv, "acme", "Any news?", **{"from": "u1", "id": "m2", "thread": "t1"})
+    assert status == 200 and body.startswith("stored 1"), body
+    status, _, body = hook(srv, "acme", "Other question", **{"from": "u1", "id": "m3",
+                                                            "thread": "t2"})
+    assert status == 200 and body.startswith("stored 2"), body
+    assert counts(database) == (2, 3, 1)
+
+    out = psql(database, "SELECT subject || '|' || channel || '|' || thread_key FROM tickets"
+                         " WHERE number = 1")
+    assert out.strip() == "Hello, my order is late|example|t1"
+    out = psql(database, "SELECT name FROM customers")
+    assert out.strip() == "Uno"
+    out = psql(database, "SELECT string_agg(action, ',' ORDER BY id) FROM events")
+    assert out.strip() == "ticket.created,message.added,ticket.created"
+
+
+def test_redelivery_stores_one_message(database, start_server):
+    migrated(database)
+    srv = start_server(database)
+    for _ in range(3):
+        status, _, body = hook(srv, "acme", "once", **{"from": "u9", "id": "same-id"})
+        assert status == 200, body
+    assert body.startswith("duplicate 1"), body
+    assert counts(database) == (1, 1, 1)
+
+
+def test_unknown_tenant_and_bad_input_store_nothing(database, start_server):
+    migrated(database)
+    srv = start_server(database)
+    status, _, body = hook(srv, "nosuch", "x", **{"from": "u", "id": "1"})
+    assert status == 404, body
+    status, _, body = hook(srv, "acme", "x", **{"from": "u"})
+    assert status == 400, body
+    status, _, body = hook(srv, "acme", "x", **{"from": "u" * 400, "id": "2"})
+    assert status == 400, body
+    assert counts(database) == (0, 0, 0)
+
+
+def test_database_down_means_retry_then_stored_once(pg_cluster_factory, start_server):
+    cluster = pg_cluster_factory()
+    migrated(cluster.url)
+    srv = start_server(cluster.url)
+    cluster.stop()
+    wait_until(lambda: srv.request("GET", "/readyz")[0] == 503, 30, message="readyz 503")
+    status, headers, body = hook(srv, "acme", "while down", **{"from": "u", "id": "x1"})
+    assert status == 503, body
+    assert "retry-after" in headers
+    cluster.start()
+    wait_until(lambda: srv.request("GET", "/readyz")[0] == 200, 60, message="readyz 200")
+    # the sender retries: stored once
+    status, _, body = hook(srv, "acme", "while down", **{"from": "u", "id": "x1"})
+    assert status == 200 and body.startswith("stored 1"), body
+    status, _, body = hook(srv, "acme", "while down", **{"from": "u", "id": "x1"})
+    assert body.startswith("duplicate 1"), body
+    assert counts(cluster.url) == (1, 1, 1)
+
+
+def test_tenant_isolation_of_ingest(database, start_server):
+    migrated(database)
+    cp = run_cli(["tenant", "add", "beta", "--name", "Beta"],
+                 env_extra={"SWITCHBOARD_DATABASE_URL": database})
+    assert cp.returncode == 0
+    srv = start_server(database)
+    # one sender and one message id in two tenants: two separate records
+    for tenant in ("acme", "beta"):
+        status, _, body = hook(srv, tenant, "hi", **{"from": "same", "id": "same"})
+        assert status == 200 and body.startswith("stored 1"), body
+    assert counts(database) == (2, 2, 2)
+
+
+@pytest.mark.parametrize("plugin,message", [
+    ("bad_abi", 'could not load plugin "bad_abi": ABI mismatch'),
+    ("no_entry", 'could not load plugin "no_entry": missing entry symbol "sb_plugin_entry"'),
+    ("failing_init", 'could not initialise plugin "failing_init"'),
+])
+def test_refused_plugins_leave_the_server_running(database, start_server, plugin, message):
+    srv = start_server(database, env={"SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
+                                      "SWITCHBOARD_PLUGINS": plugin})
+    log = srv.log_text()
+    assert message in log, log
+    if plugin == "bad_abi":
+        assert "Server has ABI 1.0, plugin was built for 2.0." in log
+    assert srv.request("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("plugin", ["bad_abi", "failing_init", "no_entry", "absent"])
+def test_required_plugin_that_fails_stops_the_server(database, plugin):
+    cp = run_cli(["migrate"], env_extra={"SWITCHBOARD_DATABASE_URL": database})
+    assert cp.returncode == 0
+    cp = run_cli(["serve"], env_extra={
+        "SWITCHBOARD_DATABASE_URL": database,
+        "SWITCHBOARD_LISTEN": "127.0.0.1:1",   # never reached: it stops before listening
+        "SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
+        "SWITCHBOARD_PLUGINS": plugin,
+        "SWITCHBOARD_PLUGINS_REQUIRED": plugin,
+    }, timeout=30)
+    assert cp.returncode == 1, cp.stderr
+    assert f'required plugin "{plugin}" is not available' in cp.stderr
+
+
+def test_plugin_settings_from_file_and_environment(database, start_server, tmp_path):
+    migrated(database)
+    conf = tmp_path / "switchboard.conf"
+    conf.write_text('example = { enabled = false }\n')
+    srv = start_server(database, args=("--config", str(conf)))
+    assert "example webhook disabled" in srv.log_text()
+    status, _, _ = hook(srv, "acme", "x", **{"from": "u", "id": "1"})
+    assert status == 404   # the disabled plugin declines; nothing else answers
+    srv2 = start_server(database, args=("--config", str(conf)),
+                        env={"SWITCHBOARD_EXAMPLE_ENABLED": "true"})
+    assert "example webhook enabled" in srv2.log_text()
