@@ -10,10 +10,12 @@
 #include "http/http.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "plugin/host.h"
 
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -44,6 +46,19 @@ static void worker_stats_cb(uv_timer_t *t)
     sb_metrics_db(st.busy, st.idle, st.waiting);
 }
 
+static void worker_notified(const char *channel, const char *payload, void *data)
+{
+    if (strcmp(channel, SB_OUTBOX_CHANNEL) == 0)
+        sb_outbox_wake();
+}
+
+/* After a reconnect, notifications may have been missed: look anyway. */
+static void worker_listen_state(int up, void *data)
+{
+    if (up)
+        sb_outbox_wake();
+}
+
 static void worker_close_walk(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -61,6 +76,7 @@ static void worker_drained(sb_http_server_t *srv, void *data)
 {
     worker_t *w = data;
     sb_log_debug(NULL, "worker drained; closing the database pool");
+    sb_outbox_stop();
     sb_plugins_stop();
     sb_db_close(w->db, worker_db_closed, w);
     w->db = NULL;
@@ -126,6 +142,9 @@ static int worker_setup(worker_t *w)
         return SB_EINVAL;
     }
     sb_plugins_start(&w->loop, w->router, w->db);
+    sb_outbox_start(&w->loop, w->db);
+    static const char *const channels[] = {SB_OUTBOX_CHANNEL};
+    sb_db_listen_start(w->db, channels, 1, worker_notified, worker_listen_state, w);
     w->http = sb_http_server_new(&w->loop, w->router, &hopts);
     return sb_http_server_listen(w->http, (const struct sockaddr *)&w->cfg->listen_addr);
 }

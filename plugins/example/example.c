@@ -8,6 +8,10 @@
  *   POST /hooks/{tenant}/example?from=IDENTITY&id=MESSAGE_ID[&thread=KEY][&name=NAME]
  *   body: the message text (text/plain, UTF-8)
  *   -> 200 "stored N" / "duplicate N" (N: the ticket number), 400, 404, 503
+ *
+ * Replies are "sent" by appending a line to the file named by the setting
+ * outbox_file (one line per delivery); the setting send = retry | fail
+ * makes every delivery fail that way, to exercise the outbound pipeline.
  */
 #include <switchboard/plugin.h>
 
@@ -16,6 +20,8 @@
 
 static const sb_host_api_t *api;
 static int example_enabled = 1;
+static const char *example_outbox_file;
+static const char *example_send_mode;
 
 static void example_stored(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r, void *data)
 {
@@ -66,13 +72,43 @@ static int example_hook(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data)
     return rc;
 }
 
+/* A small synchronous append: fine for an example, not for a real channel. */
+static int example_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, void *data)
+{
+    if (example_send_mode && strcmp(example_send_mode, "retry") == 0) {
+        done(p, SB_RETRY, "configured to retry", data);
+        return 0;
+    }
+    if (example_send_mode && strcmp(example_send_mode, "fail") == 0) {
+        done(p, SB_FAILED, "configured to fail", data);
+        return 0;
+    }
+    if (example_outbox_file == NULL) {
+        done(p, SB_FAILED, "no outbox_file configured", data);
+        return 0;
+    }
+    FILE *f = fopen(example_outbox_file, "a");
+    if (f == NULL) {
+        done(p, SB_RETRY, "could not open outbox_file", data);
+        return 0;
+    }
+    fprintf(f, "%s ticket=%lld message=%lld to=%s:%s text=%s\n", m->tenant, (long long)m->ticket,
+            (long long)m->message, m->identity_kind ? m->identity_kind : "-",
+            m->identity_value ? m->identity_value : "-", m->text ? m->text : "");
+    int ok = fclose(f) == 0;
+    done(p, ok ? SB_SENT : SB_RETRY, ok ? NULL : "could not write outbox_file", data);
+    return 0;
+}
+
 static int example_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 {
     api = host;
     const char *enabled = api->config_get(p, "enabled");
     example_enabled = enabled == NULL || strcmp(enabled, "false") != 0;
+    example_outbox_file = api->config_get(p, "outbox_file");
+    example_send_mode = api->config_get(p, "send");
     api->log(p, SB_LOG_INFO, "example webhook %s", example_enabled ? "enabled" : "disabled");
     return api->http_route(p, "POST", "/hooks/{tenant}/example", example_hook, NULL);
 }
 
-SB_PLUGIN_DEFINE("example", "1.0", example_init, NULL, NULL, NULL)
+SB_PLUGIN_DEFINE("example", "1.0", example_init, NULL, NULL, example_send)

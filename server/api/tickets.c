@@ -623,16 +623,21 @@ static void message_add_run(sb_api_call_t *call)
         " m AS (INSERT INTO messages (tenant_id, ticket_id, direction, author_agent_id, body_text,"
         "   body_html, channel, delivery_status)"
         "  SELECT t.tenant_id, t.id, $2, sb_agent(), $3, $4, t.channel,"
-        "   CASE WHEN $2 = 'outbound' THEN 'pending' END FROM t RETURNING *),"
+        "   CASE WHEN $2 = 'outbound' AND t.channel <> 'api' THEN 'pending' END"
+        "  FROM t RETURNING *),"
         " u AS (UPDATE tickets x SET updated_at = now(), version = x.version + 1,"
         "   first_response_at = CASE WHEN $2 = 'outbound' THEN coalesce(x.first_response_at, now())"
         "                       ELSE x.first_response_at END,"
         "   status = CASE WHEN $2 = 'outbound' AND x.status = 'new' THEN 'open' ELSE x.status END"
         "  FROM t WHERE x.tenant_id = t.tenant_id AND x.id = t.id),"
+        " ob AS (INSERT INTO outbox (tenant_id, message_id, channel)"
+        "  SELECT m.tenant_id, m.id, m.channel FROM m"
+        "  WHERE m.direction = 'outbound' AND m.channel <> 'api' RETURNING 1),"
+        " nt AS (SELECT pg_notify('switchboard_outbox', '') FROM ob LIMIT 1),"
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
         "  SELECT m.tenant_id, m.ticket_id, sb_actor_kind(), sb_actor_id(), 'message.added',"
         "   jsonb_build_object('message_id', m.id, 'direction', m.direction) FROM m)"
-        " SELECT sb_message_json(m) FROM m";
+        " SELECT sb_message_json(m) FROM m WHERE (SELECT count(*) FROM nt) >= 0";
     msg_t *m = call->data;
     sb_db_stmt_t s = {sql, 4, m->params};
     if (sb_api_tx(call, &s, 1, call_created_row) != 0)

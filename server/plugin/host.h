@@ -34,6 +34,19 @@ void sb_plugins_stop(void);
 /* Releases the plugins (dlclose).  After stop, at process exit. */
 void sb_plugins_unload(void);
 
+/*
+ * Worker: hands msg to the send() of the plugin named msg->channel.
+ * Returns 0 and calls done once; or SB_ENOENT (no such plugin, or it cannot
+ * send) or the plugin's error, and never calls done.
+ */
+int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data);
+
+/*
+ * The names of the started plugins that can send, as a PostgreSQL array
+ * literal ("{chat,email}") in out.  Returns how many there are.
+ */
+int sb_plugins_senders(char *out, size_t len);
+
 /* Number of loaded plugins and the name of plugin i. */
 size_t sb_plugins_count(void);
 const char *sb_plugins_name(size_t i);

@@ -440,6 +440,37 @@ void sb_plugins_unload(void)
     host.n = 0;
 }
 
+int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data)
+{
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (strcmp(p->name, msg->channel) != 0)
+            continue;
+        if (!p->started || p->desc->send == NULL)
+            return SB_ENOENT;
+        return p->desc->send(p, msg, done, data);
+    }
+    return SB_ENOENT;
+}
+
+int sb_plugins_senders(char *out, size_t len)
+{
+    size_t k = 0;
+    int n = 0;
+
+    k += (size_t)snprintf(out, len, "{");
+    for (size_t i = 0; i < host.n && k < len; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (!p->started || p->desc->send == NULL)
+            continue;
+        k += (size_t)snprintf(out + k, len - k, "%s\"%s\"", n ? "," : "", p->name);
+        n++;
+    }
+    if (k < len)
+        snprintf(out + k, len - k, "}");
+    return n;
+}
+
 size_t sb_plugins_count(void)
 {
     return host.n;

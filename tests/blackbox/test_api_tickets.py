@@ -220,6 +220,7 @@ def test_list_sorting(env):
     {"status": "bogus"}, {"priority": "extreme"}, {"sort": "subject"}, {"sort": "-bogus"},
     {"limit": "0"}, {"limit": "101"}, {"limit": "abc"}, {"limit": "-1"},
     {"assignee": "somebody"}, {"cursor": "not-a-cursor"}, {"cursor": "%%%"},
+    {"cursor": "garbage!"}, {"cursor": "AAAA"}, {"cursor": "fHw."},
     {"team": "x"}, {"customer": "x"},
 ])
 def test_list_rejects_bad_query(env, query):
