@@ -8,6 +8,7 @@
 #include "common.h"
 #include "db/db.h"
 #include "http/http.h"
+#include "ingest.h"
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
@@ -50,6 +51,8 @@ static void worker_notified(const char *channel, const char *payload, void *data
 {
     if (strcmp(channel, SB_OUTBOX_CHANNEL) == 0)
         sb_outbox_wake();
+    else if (strcmp(channel, SB_EVENTS_CHANNEL) == 0)
+        sb_api_stream_event(payload);
 }
 
 /* After a reconnect, notifications may have been missed: look anyway. */
@@ -143,8 +146,8 @@ static int worker_setup(worker_t *w)
     }
     sb_plugins_start(&w->loop, w->router, w->db);
     sb_outbox_start(&w->loop, w->db);
-    static const char *const channels[] = {SB_OUTBOX_CHANNEL};
-    sb_db_listen_start(w->db, channels, 1, worker_notified, worker_listen_state, w);
+    static const char *const channels[] = {SB_OUTBOX_CHANNEL, SB_EVENTS_CHANNEL};
+    sb_db_listen_start(w->db, channels, 2, worker_notified, worker_listen_state, w);
     w->http = sb_http_server_new(&w->loop, w->router, &hopts);
     return sb_http_server_listen(w->http, (const struct sockaddr *)&w->cfg->listen_addr);
 }

@@ -115,6 +115,16 @@ int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_customer_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_openapi_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_stream_routes_add(sb_router_t *r, sb_api_t *api);
+
+/*
+ * Forwards one event (the JSON payload of a NOTIFY on the events channel)
+ * to this worker's stream subscribers of its tenant.
+ */
+void sb_api_stream_event(const char *payload);
+
+/* Open stream connections in this worker. */
+size_t sb_api_stream_subscribers(void);
 
 /*
  * Builds the OpenAPI 3 document of the routes on r (debug routes left

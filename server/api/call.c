@@ -114,6 +114,10 @@ static void call_key_done(int status, PGresult *const *res, int n, void *data)
 static const char *call_bearer(sb_http_req_t *req)
 {
     const char *h = sb_http_req_header(req, "authorization");
+    /* Browsers cannot set headers on a WebSocket: the stream takes the
+     * token from the query string instead. */
+    if (h == NULL && strcmp(sb_http_req_path(req), "/api/v1/stream") == 0)
+        return sb_http_req_query(req, "access_token");
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
         return NULL;
     h += 7;

@@ -33,6 +33,10 @@ static const openapi_op_t openapi_ops[] = {
      "sessions", "Login", 201, "Session", 1},
     {"DELETE", "/api/v1/sessions/current", "Log out: revoke the token used", "sessions", NULL, 204,
      NULL, 0},
+    {"GET", "/api/v1/stream",
+     "Live ticket and message events of the agent's tenants (WebSocket; token in Authorization "
+     "or ?access_token=)",
+     "sessions", NULL, 101, NULL, 0},
     {"GET", "/api/v1/me", "The agent behind the token and its tenants", "sessions", NULL, 200, "Me",
      0},
     {"GET", "/api/v1/tenants", "The tenants of the caller", "tenants", NULL, 200, "List", 0},

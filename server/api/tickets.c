@@ -127,7 +127,8 @@ static void ticket_create_run(sb_api_call_t *call)
         "  SELECT tenant_id, id, sb_actor_kind(), sb_actor_id(), 'ticket.created',"
         "   jsonb_build_object('number', number, 'subject', subject, 'priority', priority,"
         "    'tags', tags) FROM t)"
-        " SELECT set_config('switchboard.ticket_id', id::text, true) FROM t";
+        " SELECT set_config('switchboard.ticket_id', id::text, true),"
+        "  sb_notify_event('ticket.created', number, NULL) FROM t";
     static const char sql_out[] =
         SQL_TICKET_DETAIL("t.id = current_setting('switchboard.ticket_id')::bigint");
     create_t *c = call->data;
@@ -511,7 +512,9 @@ static void ticket_patch_run(sb_api_call_t *call)
         "    'assignee_id', upd.assignee_id, 'team_id', upd.team_id, 'tags', upd.tags,"
         "    'subject', upd.subject, 'version', upd.version)"
         "  FROM upd, old)"
-        " SELECT (SELECT sb_ticket_json(upd) FROM upd), (SELECT version FROM upd),"
+        " SELECT (SELECT sb_ticket_json(upd) FROM upd"
+        "   WHERE sb_notify_event('ticket.updated', upd.number, NULL)),"
+        "  (SELECT version FROM upd),"
         "  old.version, old.status, sb_status_transition_ok(old.status, coalesce($3, old.status))"
         " FROM old";
     patch_t *p = call->data;
@@ -637,7 +640,8 @@ static void message_add_run(sb_api_call_t *call)
         " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
         "  SELECT m.tenant_id, m.ticket_id, sb_actor_kind(), sb_actor_id(), 'message.added',"
         "   jsonb_build_object('message_id', m.id, 'direction', m.direction) FROM m)"
-        " SELECT sb_message_json(m) FROM m WHERE (SELECT count(*) FROM nt) >= 0";
+        " SELECT sb_message_json(m) FROM m, t WHERE (SELECT count(*) FROM nt) >= 0"
+        "  AND sb_notify_event('message.created', t.number, m.id)";
     msg_t *m = call->data;
     sb_db_stmt_t s = {sql, 4, m->params};
     if (sb_api_tx(call, &s, 1, call_created_row) != 0)

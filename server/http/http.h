@@ -168,6 +168,41 @@ void sb_http_respond_error(sb_http_req_t *req, int status, const char *code, con
 /* The reason phrase for a status ("Not Found"). */
 const char *sb_http_status_text(int status);
 
+/* ======================== WebSocket ======================== */
+
+typedef struct sb_ws sb_ws_t;
+
+/* Called on the loop thread.  After on_close the handle is gone. */
+typedef struct sb_ws_callbacks {
+    /* A complete text message (valid UTF-8, at most 64 KiB).  Borrowed. */
+    void (*on_text)(sb_ws_t *ws, const char *text, size_t len, void *data);
+    /* The connection ended; code is the close code (1006 when it dropped). */
+    void (*on_close)(sb_ws_t *ws, int code, void *data);
+} sb_ws_callbacks_t;
+
+/*
+ * In a handler: completes the WebSocket handshake of req (answering 101).
+ * Binary frames are refused with 1003, invalid UTF-8 with 1007, messages
+ * over 64 KiB with 1009; a quiet peer is pinged and dropped if it never
+ * answers.  Returns 0 (the request is answered), or SB_EINVAL when req is
+ * not a valid upgrade / SB_EUNAVAILABLE while draining (req is not
+ * answered: the handler answers it).
+ */
+int sb_ws_accept(sb_http_req_t *req, const sb_ws_callbacks_t *cbs, void *data, sb_ws_t **out);
+
+/*
+ * Queues a text message (copied).  A peer with more than 1 MiB waiting is
+ * closed with 1008 and SB_ETOOBIG returned: memory never grows without
+ * bound.  SB_ECLOSED once closing.
+ */
+int sb_ws_send(sb_ws_t *ws, const char *text, size_t len);
+
+/* Starts the closing handshake with code and reason. */
+void sb_ws_close(sb_ws_t *ws, int code, const char *reason);
+
+/* Bytes waiting to be sent. */
+size_t sb_ws_queued(const sb_ws_t *ws);
+
 /* ======================== in-memory connections ======================== */
 
 /*

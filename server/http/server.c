@@ -11,7 +11,10 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <glib.h>
 #include <http_parser.h>
+#include <sodium.h>
+#include <wslay/wslay.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,11 @@
 #define HTTP_MAX_CONNECTIONS 10000
 #define HTTP_LINGER_MS 2000
 #define HTTP_READ_BUF (64 * 1024)
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_MAX_MESSAGE (64 * 1024)
+#define WS_MAX_QUEUED (1024 * 1024)
+#define WS_PING_MS 30000
 
 typedef struct http_conn http_conn_t;
 
@@ -47,6 +55,7 @@ typedef enum {
     CONN_HANDLING,
     CONN_WRITING,
     CONN_LINGERING,
+    CONN_WEBSOCKET,
     CONN_CLOSING,
 } conn_state_t;
 
@@ -103,6 +112,9 @@ struct http_conn {
 
     sb_http_req_t req;
 
+    /* After an upgrade to WebSocket. */
+    struct sb_ws *ws;
+
     /* TCP transport */
     uv_tcp_t tcp;
     uv_write_t wreq;
@@ -147,6 +159,9 @@ static void conn_fail(http_conn_t *c, int status);
 static void conn_close(http_conn_t *c);
 static void conn_arm_timer(http_conn_t *c);
 static void req_send(sb_http_req_t *req);
+static void ws_feed(http_conn_t *c, const char *data, size_t len);
+static void ws_opened(http_conn_t *c);
+static void ws_conn_closed(http_conn_t *c);
 
 /* ======================== statuses ======================== */
 
@@ -155,6 +170,8 @@ const char *sb_http_status_text(int status)
     switch (status) {
     case 100:
         return "Continue";
+    case 101:
+        return "Switching Protocols";
     case 200:
         return "OK";
     case 201:
@@ -593,12 +610,14 @@ void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, c
                   sb_http_status_text(status), server_date(srv));
     if (content_type && status != 204 && status != 304)
         sb_buf_printf(o, "Content-Type: %s\r\n", content_type);
-    if (status != 204 && status != 304)
+    if (status != 204 && status != 304 && status != 101)
         sb_buf_printf(o, "Content-Length: %zu\r\n", len);
     if (req->id[0])
         sb_buf_printf(o, "X-Request-Id: %s\r\n", req->id);
     if (!req->keep_alive)
         sb_buf_puts(o, "Connection: close\r\n");
+    else if (status == 101)
+        ; /* the handler set Connection: Upgrade */
     else if (c->parser.http_major == 1 && c->parser.http_minor == 0)
         sb_buf_puts(o, "Connection: keep-alive\r\n");
     sb_buf_append(o, req->res_headers.data, req->res_headers.len);
@@ -823,6 +842,21 @@ static void conn_write_done(http_conn_t *c, int status)
         conn_close(c);
         return;
     }
+    if (c->ws && c->state == CONN_WRITING) {
+        /* The 101 is out: from here on the bytes are WebSocket frames. */
+        c->state = CONN_WEBSOCKET;
+        sb_buf_free(&c->hdr);
+        sb_buf_free(&c->body);
+        ws_opened(c);
+        c->tp->read_start(c);
+        if (c->pending.len) {
+            sb_buf_t data = c->pending;
+            sb_buf_init(&c->pending);
+            ws_feed(c, data.data, data.len);
+            sb_buf_free(&data);
+        }
+        return;
+    }
     req_reset(&c->req);
     if (c->close_after) {
         c->state = CONN_LINGERING;
@@ -835,6 +869,10 @@ static void conn_write_done(http_conn_t *c, int status)
 
 static void conn_feed(http_conn_t *c, const char *data, size_t len)
 {
+    if (c->state == CONN_WEBSOCKET) {
+        ws_feed(c, data, len);
+        return;
+    }
     if (c->state != CONN_READING) {
         sb_buf_append(&c->pending, data, len);
         return;
@@ -895,12 +933,18 @@ static void conn_fail(http_conn_t *c, int status)
     }
 }
 
+static void ws_idle(http_conn_t *c);
+
 static void conn_timer_cb(uv_timer_t *t)
 {
     http_conn_t *c = SB_CONTAINER_OF(t, http_conn_t, timer);
 
     if (c->state == CONN_READING && c->started) {
         conn_fail(c, 408);
+        return;
+    }
+    if (c->state == CONN_WEBSOCKET && c->ws) {
+        ws_idle(c);
         return;
     }
     conn_close(c);
@@ -941,6 +985,7 @@ static void conn_handle_closed(uv_handle_t *h)
 
     if (--c->open_handles > 0)
         return;
+    ws_conn_closed(c);
     json_decref(c->req.json);
     sb_pool_free(c->req.pool);
     sb_buf_free(&c->req.res_headers);
@@ -1027,6 +1072,10 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state == CONN_LINGERING)
         return;
+    if (c->state == CONN_WEBSOCKET) {
+        ws_feed(c, buf->base, (size_t)nread);
+        return;
+    }
     conn_feed(c, buf->base, (size_t)nread);
 }
 
@@ -1187,10 +1236,16 @@ void sb_http_server_drain(sb_http_server_t *srv, sb_http_drained_cb cb, void *da
         srv->listening = 0;
         uv_close((uv_handle_t *)&srv->listener, NULL);
     }
-    /* Idle keep-alive connections have nothing in flight: close them now. */
+    /* Idle keep-alive connections have nothing in flight: close them now;
+     * WebSockets are told the server is going away. */
     http_conn_t *c = srv->conns;
     while (c) {
         http_conn_t *next = c->next;
+        if (c->state == CONN_WEBSOCKET && c->ws) {
+            sb_ws_close(c->ws, 1001, "server shutting down");
+            c = next;
+            continue;
+        }
         if (c->state == CONN_READING && !c->started && c->pending.len == 0)
             conn_close(c);
         c = next;
@@ -1209,6 +1264,297 @@ size_t sb_http_server_connections(const sb_http_server_t *srv)
 void sb_http_server_free(sb_http_server_t *srv)
 {
     free(srv);
+}
+
+/* ======================== WebSocket ======================== */
+
+struct sb_ws {
+    http_conn_t *conn;
+    wslay_event_context_ptr ctx;
+    sb_ws_callbacks_t cbs;
+    void *data;
+    sb_buf_t in; /* received, not yet taken by wslay */
+    size_t in_off;
+    size_t in_flight; /* bytes handed to uv_write, not yet written */
+    int closed_reported;
+    int close_code;
+    uint64_t last_rx_ms;
+    int ping_sent;
+};
+
+typedef struct {
+    uv_write_t w;
+    sb_ws_t *ws;
+    size_t len;
+    char data[];
+} ws_write_t;
+
+static void ws_report_close(sb_ws_t *ws, int code)
+{
+    if (ws->closed_reported)
+        return;
+    ws->closed_reported = 1;
+    if (ws->cbs.on_close)
+        ws->cbs.on_close(ws, code, ws->data);
+}
+
+/* The connection's handles are gone: the last word to the owner, then free. */
+static void ws_conn_closed(http_conn_t *c)
+{
+    sb_ws_t *ws = c->ws;
+    if (ws == NULL)
+        return;
+    ws_report_close(ws, ws->close_code ? ws->close_code : WSLAY_CODE_ABNORMAL_CLOSURE);
+    wslay_event_context_free(ws->ctx);
+    sb_buf_free(&ws->in);
+    free(ws);
+    c->ws = NULL;
+}
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *user)
+{
+    sb_ws_t *ws = user;
+    size_t avail = ws->in.len - ws->in_off;
+    if (avail == 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (len > avail)
+        len = avail;
+    memcpy(buf, ws->in.data + ws->in_off, len);
+    ws->in_off += len;
+    return (ssize_t)len;
+}
+
+static void ws_flush(sb_ws_t *ws);
+
+static void ws_write_cb(uv_write_t *w, int status)
+{
+    ws_write_t *ww = SB_CONTAINER_OF(w, ws_write_t, w);
+    sb_ws_t *ws = ww->ws;
+    ws->in_flight -= ww->len;
+    free(ww);
+    if (status < 0 || ws->conn->state == CONN_CLOSING) {
+        if (ws->conn->state != CONN_CLOSING)
+            conn_close(ws->conn);
+        return;
+    }
+    ws_flush(ws);
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *user)
+{
+    sb_ws_t *ws = user;
+    http_conn_t *c = ws->conn;
+
+    /* Let the kernel drain before queueing more: bounded memory per socket. */
+    if (ws->in_flight > 64 * 1024 || c->state == CONN_CLOSING) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (c->lb) {
+        sb_buf_append(&c->lb->output, data, len);
+        return (ssize_t)len;
+    }
+    ws_write_t *ww = sb_xmalloc(sizeof(*ww) + len);
+    ww->ws = ws;
+    ww->len = len;
+    memcpy(ww->data, data, len);
+    uv_buf_t b = uv_buf_init(ww->data, (unsigned)len);
+    if (uv_write(&ww->w, (uv_stream_t *)&c->tcp, &b, 1, ws_write_cb) != 0) {
+        free(ww);
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    ws->in_flight += len;
+    return (ssize_t)len;
+}
+
+static void ws_fail(sb_ws_t *ws, int code, const char *reason)
+{
+    ws->close_code = code;
+    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, strlen(reason));
+    wslay_event_shutdown_read(ws->ctx);
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    sb_ws_t *ws = user;
+
+    if (arg->opcode == WSLAY_CONNECTION_CLOSE) {
+        ws->close_code = arg->status_code ? arg->status_code : WSLAY_CODE_NO_STATUS_RCVD;
+        return;
+    }
+    if (arg->opcode == WSLAY_BINARY_FRAME) {
+        sb_log(SB_LOG_INFO, &ws->conn->req.log, "websocket closed: binary frame refused");
+        ws_fail(ws, WSLAY_CODE_UNSUPPORTED_DATA, "text frames only");
+        return;
+    }
+    if (arg->opcode != WSLAY_TEXT_FRAME || ws->closed_reported)
+        return;
+    if (!g_utf8_validate((const char *)arg->msg, (gssize)arg->msg_length, NULL)) {
+        sb_log(SB_LOG_INFO, &ws->conn->req.log, "websocket closed: invalid UTF-8");
+        ws_fail(ws, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, "invalid UTF-8");
+        return;
+    }
+    if (ws->cbs.on_text)
+        ws->cbs.on_text(ws, (const char *)arg->msg, arg->msg_length, ws->data);
+}
+
+/* Sends what wslay has queued; closes once both directions are done. */
+static void ws_flush(sb_ws_t *ws)
+{
+    http_conn_t *c = ws->conn;
+
+    if (c->state == CONN_CLOSING)
+        return;
+    if (wslay_event_send(ws->ctx) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx) && ws->in_flight == 0) {
+        if (ws->close_code == 0)
+            ws->close_code = wslay_event_get_status_code_received(ws->ctx);
+        ws_report_close(ws, ws->close_code);
+        conn_close(c);
+    }
+}
+
+static void ws_feed(http_conn_t *c, const char *data, size_t len)
+{
+    sb_ws_t *ws = c->ws;
+
+    ws->last_rx_ms = uv_now(c->srv->loop);
+    ws->ping_sent = 0;
+    sb_buf_append(&ws->in, data, len);
+    int rc = wslay_event_recv(ws->ctx);
+    /* Drop what wslay took; keep a partial frame for the next read. */
+    if (ws->in_off == ws->in.len) {
+        sb_buf_reset(&ws->in);
+        if (ws->in.cap > 64 * 1024)
+            sb_buf_free(&ws->in);
+    } else if (ws->in_off > 0) {
+        memmove(ws->in.data, ws->in.data + ws->in_off, ws->in.len - ws->in_off);
+        ws->in.len -= ws->in_off;
+    }
+    ws->in_off = 0;
+    if (rc != 0 && rc != WSLAY_ERR_WOULDBLOCK && ws->close_code == 0)
+        ws->close_code = WSLAY_CODE_PROTOCOL_ERROR;
+    if (c->state != CONN_CLOSING)
+        ws_flush(ws);
+}
+
+/* The 101 has been written: start the ping timer. */
+static void ws_opened(http_conn_t *c)
+{
+    c->ws->last_rx_ms = uv_now(c->srv->loop);
+    uv_timer_start(&c->timer, conn_timer_cb, WS_PING_MS, 0);
+}
+
+/* The timer of a WebSocket: ping a quiet peer, drop one that never answers. */
+static void ws_idle(http_conn_t *c)
+{
+    sb_ws_t *ws = c->ws;
+    uint64_t now = uv_now(c->srv->loop);
+
+    if (ws->ping_sent && now - ws->last_rx_ms >= 2 * WS_PING_MS) {
+        ws->close_code = WSLAY_CODE_GOING_AWAY;
+        conn_close(c);
+        return;
+    }
+    if (now - ws->last_rx_ms >= WS_PING_MS && !ws->ping_sent) {
+        struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"", 0};
+        wslay_event_queue_msg(ws->ctx, &ping);
+        ws->ping_sent = 1;
+        ws_flush(ws);
+    }
+    if (c->state != CONN_CLOSING)
+        uv_timer_start(&c->timer, conn_timer_cb, WS_PING_MS, 0);
+}
+
+int sb_ws_accept(sb_http_req_t *req, const sb_ws_callbacks_t *cbs, void *data, sb_ws_t **out)
+{
+    http_conn_t *c = req->conn;
+    const char *key = sb_http_req_header(req, "sec-websocket-key");
+    const char *version = sb_http_req_header(req, "sec-websocket-version");
+    const char *upgrade = sb_http_req_header(req, "upgrade");
+    struct wslay_event_callbacks wcb = {ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_msg_cb};
+    unsigned char digest[20];
+    gsize dlen = sizeof(digest);
+    char accept[64];
+
+    if (c->srv->draining)
+        return SB_EUNAVAILABLE;
+    if (!c->parser.upgrade || key == NULL || strlen(key) > 64 || upgrade == NULL ||
+        strcasecmp(upgrade, "websocket") != 0 || version == NULL || strcmp(version, "13") != 0 ||
+        c->parser.method != HTTP_GET)
+        return SB_EINVAL;
+
+    GChecksum *sha1 = g_checksum_new(G_CHECKSUM_SHA1);
+    g_checksum_update(sha1, (const guchar *)key, (gssize)strlen(key));
+    g_checksum_update(sha1, (const guchar *)WS_GUID, (gssize)strlen(WS_GUID));
+    g_checksum_get_digest(sha1, digest, &dlen);
+    g_checksum_free(sha1);
+    sodium_bin2base64(accept, sizeof(accept), digest, dlen, sodium_base64_VARIANT_ORIGINAL);
+
+    sb_ws_t *ws = sb_xcalloc(1, sizeof(*ws));
+    ws->conn = c;
+    ws->cbs = *cbs;
+    ws->data = data;
+    sb_buf_init(&ws->in);
+    if (wslay_event_context_server_init(&ws->ctx, &wcb, ws) != 0) {
+        free(ws);
+        return SB_ENOMEM;
+    }
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, WS_MAX_MESSAGE);
+
+    /* The 101 answer goes out through the normal response path. */
+    sb_http_res_header(req, "Upgrade", "websocket");
+    sb_http_res_header(req, "Connection", "Upgrade");
+    sb_http_res_header(req, "Sec-WebSocket-Accept", accept);
+    c->ws = ws;
+    req->keep_alive = 1;
+    sb_http_respond(req, 101, NULL, "", 0);
+    if (out)
+        *out = ws;
+    return 0;
+}
+
+int sb_ws_send(sb_ws_t *ws, const char *text, size_t len)
+{
+    struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
+
+    if (ws->closed_reported || ws->conn->state != CONN_WEBSOCKET)
+        return SB_ECLOSED;
+    if (wslay_event_get_queued_msg_length(ws->ctx) + ws->in_flight + len > WS_MAX_QUEUED) {
+        /* A consumer this far behind is cut off rather than buffered. */
+        sb_log(SB_LOG_NOTICE, &ws->conn->req.log, "websocket closed: the peer reads too slowly");
+        ws_fail(ws, WSLAY_CODE_POLICY_VIOLATION, "too slow");
+        ws_flush(ws);
+        return SB_ETOOBIG;
+    }
+    if (wslay_event_queue_msg(ws->ctx, &m) != 0)
+        return SB_ECLOSED;
+    ws_flush(ws);
+    return 0;
+}
+
+void sb_ws_close(sb_ws_t *ws, int code, const char *reason)
+{
+    if (ws->closed_reported || ws->conn->state != CONN_WEBSOCKET)
+        return;
+    ws->close_code = code;
+    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)(reason ? reason : ""),
+                            reason ? strlen(reason) : 0);
+    ws_flush(ws);
+}
+
+size_t sb_ws_queued(const sb_ws_t *ws)
+{
+    return wslay_event_get_queued_msg_length(ws->ctx) + ws->in_flight;
 }
 
 /* ======================== loopback transport ======================== */

@@ -82,3 +82,16 @@ REVOKE ALL ON FUNCTION sb_outbox_claim(text[], integer, integer),
     sb_outbox_result(bigint, bigint, text, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION sb_outbox_claim(text[], integer, integer),
     sb_outbox_result(bigint, bigint, text, text, integer) TO switchboard_app;
+
+-- Live events for the agents' stream: one NOTIFY per change, delivered on
+-- commit to every worker, which forwards it to the agents of that tenant.
+-- Returns true, so that statements can call it in a WHERE clause.
+CREATE FUNCTION sb_notify_event(p_type text, p_ticket bigint, p_message bigint)
+    RETURNS boolean
+    LANGUAGE sql VOLATILE
+    AS $$
+    SELECT true FROM pg_notify('switchboard_events', json_build_object(
+        'tenant_id', sb_tenant(), 'tenant', (SELECT slug FROM tenants WHERE id = sb_tenant()),
+        'type', p_type, 'ticket', p_ticket, 'message', p_message, 'at', now())::text)
+    $$;
+GRANT EXECUTE ON FUNCTION sb_notify_event(text, bigint, bigint) TO switchboard_app;
