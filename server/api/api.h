@@ -93,7 +93,7 @@ typedef enum sb_field_type {
 typedef struct sb_api_field {
     const char *name;
     sb_field_type_t type;
-    int required;
+    int required;             /* 1: present and non-empty; 2: non-empty if present */
     size_t max;               /* strings: characters; arrays: items (0 = no limit) */
     const char *const *oneof; /* strings: the allowed values (NULL-terminated) */
 } sb_api_field_t;

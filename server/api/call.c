@@ -264,6 +264,7 @@ static int check_string(sb_http_req_t *req, const char *field, json_t *v, const 
                                f->max);
         return SB_EINVAL;
     }
+    /* required: 1 = must be present and non-empty, 2 = optional, non-empty if present */
     if (f->required && chars == 0) {
         sb_api_respond_invalid(req, field, "field \"%s\" must not be empty", field);
         return SB_EINVAL;
@@ -353,7 +354,7 @@ int sb_api_check(sb_http_req_t *req, json_t *obj, const char *prefix, const sb_a
             return SB_EINVAL;
     }
     for (const sb_api_field_t *f = fields; f->name; f++) {
-        if (f->required && json_object_get(obj, f->name) == NULL) {
+        if (f->required == 1 && json_object_get(obj, f->name) == NULL) {
             snprintf(field, sizeof(field), "%s%s%s", prefix ? prefix : "", prefix ? "." : "",
                      f->name);
             sb_api_respond_invalid(req, field, "field \"%s\" is required", field);

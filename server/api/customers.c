@@ -21,6 +21,7 @@ typedef struct {
     int status;
     const char *params[8];
     char buf[2][32];
+    const char *bad22;     /* the parameter a class-22 error can only come from */
     int nparams, nparams2; /* of the first and second statement */
     const char *sql[2];
     int nsql;
@@ -47,6 +48,10 @@ static void cust_done(int status, PGresult *const *res, int n, void *data)
     if (status == SB_EDB && strcmp(st, "23505") == 0) {
         sb_http_respond_error(call->req, 409, "conflict",
                               "that identity or name belongs to another record already");
+        return;
+    }
+    if (status == SB_EDB && strncmp(st, "22", 2) == 0 && op->bad22) {
+        sb_api_respond_invalid(call->req, op->bad22, "parameter \"%s\" is not valid", op->bad22);
         return;
     }
     if (status == SB_EDB && strcmp(st, "23503") == 0) {
@@ -124,6 +129,7 @@ static int customers_list(sb_http_req_t *req, void *data)
         "   AND ($3::text IS NULL OR c.id < sb_cursor_part($3, 2)::bigint)"
         "  ORDER BY c.id DESC LIMIT $2::int + 1) page";
     cust_op_t *op = cust_op(req, 200, sql, NULL, 3);
+    op->bad22 = "cursor";
     const char *limit = sb_http_req_query(req, "limit");
     char *end;
     long lim = limit ? strtol(limit, &end, 10) : 25;

@@ -188,7 +188,7 @@ static int agent_add(sb_http_req_t *req, void *data)
 {
     static const sb_api_field_t fields[] = {
         {"email", SB_FIELD_STRING, 1, 254, NULL},
-        {"name", SB_FIELD_STRING, 0, 200, NULL},
+        {"name", SB_FIELD_STRING, 2, 200, NULL},
         {"role", SB_FIELD_STRING, 1, 20, member_roles},
         {"password", SB_FIELD_STRING, 0, 1024, NULL},
         {NULL, 0, 0, 0, NULL},

@@ -61,9 +61,11 @@ static void stream_tenants_read(int status, PGresult *const *res, int n, void *d
         free(s);
         if (rc == SB_EUNAVAILABLE)
             sb_http_respond_error(call->req, 503, "unavailable", "the server is shutting down");
-        else
-            sb_http_respond_error(call->req, 400, "bad_request",
+        else {
+            sb_http_res_header(call->req, "Upgrade", "websocket");
+            sb_http_respond_error(call->req, 426, "upgrade_required",
                                   "this endpoint needs a WebSocket upgrade (version 13)");
+        }
         return;
     }
     s->next = stream_subs;

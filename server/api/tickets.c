@@ -551,7 +551,7 @@ static int ticket_patch(sb_http_req_t *req, void *data)
         {"assignee", SB_FIELD_ID_OR_NULL, 0, 0, NULL},
         {"team", SB_FIELD_ID_OR_NULL, 0, 0, NULL},
         {"tags", SB_FIELD_STRINGS, 0, 50, NULL},
-        {"subject", SB_FIELD_STRING, 0, 500, NULL},
+        {"subject", SB_FIELD_STRING, 2, 500, NULL},
         {"custom_fields", SB_FIELD_OBJECT, 0, 0, NULL},
         {NULL, 0, 0, 0, NULL},
     };

@@ -214,6 +214,8 @@ const char *sb_http_status_text(int status)
         return "Unsupported Media Type";
     case 422:
         return "Unprocessable Content";
+    case 426:
+        return "Upgrade Required";
     case 429:
         return "Too Many Requests";
     case 431:

@@ -246,7 +246,7 @@ def test_keyset_pagination(env, sort):
             break
         assert isinstance(cursor, str) and cursor
     assert cursor is None, "next_cursor never became null"
-    assert pages[:3] == [3, 3, 1] and pages[3:] in ([], [0]), pages
+    assert pages == [3, 3, 1], pages
     assert len(seen) == len(set(seen)), seen
     assert sorted(seen) == made
     if sort in ("number", "created_at", "updated_at"):

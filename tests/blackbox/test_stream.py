@@ -85,7 +85,7 @@ def test_stream_needs_a_token(two_tenants):
     assert w.status == 401
     # without an upgrade the endpoint says so
     status, _, body = srv.request("GET", "/api/v1/stream", headers={"Authorization": f"Bearer {ta}"})
-    assert status == 400, body
+    assert status == 426, body
 
 
 @pytest.mark.parametrize("frame,code", [
