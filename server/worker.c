@@ -51,8 +51,10 @@ static void worker_notified(const char *channel, const char *payload, void *data
 {
     if (strcmp(channel, SB_OUTBOX_CHANNEL) == 0)
         sb_outbox_wake();
-    else if (strcmp(channel, SB_EVENTS_CHANNEL) == 0)
+    else if (strcmp(channel, SB_EVENTS_CHANNEL) == 0) {
         sb_api_stream_event(payload);
+        sb_plugins_event(payload);
+    }
 }
 
 /* After a reconnect, notifications may have been missed: look anyway. */

@@ -34,7 +34,7 @@
  * checks api->size first.
  */
 #define SB_PLUGIN_ABI_MAJOR 1
-#define SB_PLUGIN_ABI_MINOR 0
+#define SB_PLUGIN_ABI_MINOR 1
 
 /*
  * Result codes.  Every call returns 0 or one of these (all negative).
@@ -77,6 +77,21 @@ typedef enum sb_log_level {
 typedef struct sb_plugin_ctx sb_plugin_ctx_t; /* one per loaded plugin, opaque */
 typedef struct sb_http_req sb_http_req_t;     /* one HTTP request, opaque */
 typedef struct sb_plugin_timer sb_plugin_timer_t;
+typedef struct sb_ws sb_ws_t; /* one WebSocket connection, opaque */
+
+/* A WebSocket's events, on the worker's loop.  After on_close the handle is gone. */
+typedef struct sb_ws_callbacks {
+    /* A complete text message (valid UTF-8, at most 64 KiB).  Borrowed. */
+    void (*on_text)(sb_ws_t *ws, const char *text, size_t len, void *data);
+    /* The connection ended; code is the close code (1006 when it dropped). */
+    void (*on_close)(sb_ws_t *ws, int code, void *data);
+} sb_ws_callbacks_t;
+
+/* A ticket or message event: a JSON object (tenant, type, ticket, message,
+ * channel, direction, thread_key, at).  Borrowed. */
+typedef void (*sb_plugin_event_cb)(sb_plugin_ctx_t *p, const char *json, void *data);
+/* status 0 with a JSON document (borrowed), or an SB_E* code and NULL. */
+typedef void (*sb_plugin_json_cb)(sb_plugin_ctx_t *p, int status, const char *json, void *data);
 
 /* ======================== inbound ======================== */
 
@@ -180,6 +195,30 @@ typedef struct sb_host_api {
     void (*res_header)(sb_http_req_t *req, const char *name, const char *value);
     void (*respond)(sb_http_req_t *req, int status, const char *content_type, const void *body,
                     size_t len);
+
+    /* ---- ABI 1.1 ---- */
+
+    /*
+     * In a route handler: completes the WebSocket handshake of req (101).
+     * Returns 0 (req is answered), or SB_EINVAL when req is not an upgrade
+     * (answer it yourself).  See sb_ws_callbacks_t for the limits.
+     */
+    int (*ws_accept)(sb_plugin_ctx_t *p, sb_http_req_t *req, const sb_ws_callbacks_t *cbs,
+                     void *data, sb_ws_t **out);
+    /* Queues a text message (copied); a peer too far behind is closed (1008). */
+    int (*ws_send)(sb_ws_t *ws, const char *text, size_t len);
+    void (*ws_close)(sb_ws_t *ws, int code, const char *reason);
+    /* Every ticket and message event of every tenant, in this worker (start() or later). */
+    int (*events_subscribe)(sb_plugin_ctx_t *p, sb_plugin_event_cb cb, void *data);
+    /*
+     * The messages (not internal notes) of the tickets of a thread with ids
+     * above after, oldest first: a JSON array of {id, direction, text, at}.
+     * Returns 0 and calls cb once; or SB_EUNAVAILABLE and never calls cb.
+     */
+    int (*thread_messages)(sb_plugin_ctx_t *p, const char *tenant, const char *channel,
+                           const char *thread_key, int64_t after, sb_plugin_json_cb cb, void *data);
+    /* A 32-byte secret of this plugin, the same in every worker and after restarts. */
+    int (*secret_key)(sb_plugin_ctx_t *p, unsigned char out[32]);
 
     /* Append new members here only. */
 } sb_host_api_t;

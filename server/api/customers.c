@@ -117,17 +117,19 @@ static int customers_list(sb_http_req_t *req, void *data)
 {
     static const char sql[] =
         "SELECT json_build_object("
-        " 'items', coalesce(json_agg(doc ORDER BY id DESC) FILTER (WHERE rn <= $2::int), '[]'),"
-        " 'next_cursor', max(CASE WHEN rn = $2::int AND total > $2::int"
-        "   THEN sb_cursor_encode(id::text, id) END))"
-        " FROM (SELECT sb_customer_json(c) AS doc, c.id,"
-        "   row_number() OVER (ORDER BY c.id DESC) AS rn, count(*) OVER () AS total"
-        "  FROM customers c WHERE c.tenant_id = sb_tenant() AND c.merged_into IS NULL"
+        " 'items', coalesce(json_agg(sb_customer_json(p.c) ORDER BY p.id DESC)"
+        "   FILTER (WHERE p.rn <= $2::int), '[]'),"
+        " 'next_cursor', max(CASE WHEN p.rn = $2::int AND p.n > $2::int"
+        "   THEN sb_cursor_encode(p.id::text, p.id) END))"
+        " FROM (SELECT x.c, x.id, row_number() OVER (ORDER BY x.id DESC) AS rn,"
+        "   count(*) OVER () AS n"
+        "  FROM (SELECT c, c.id FROM customers c WHERE c.tenant_id = sb_tenant()"
+        "   AND c.merged_into IS NULL"
         "   AND ($1::text IS NULL OR strpos(lower(c.name), lower($1)) > 0"
         "    OR EXISTS (SELECT 1 FROM customer_identities i WHERE i.tenant_id = c.tenant_id"
         "     AND i.customer_id = c.id AND strpos(lower(i.value), lower($1)) > 0))"
         "   AND ($3::text IS NULL OR c.id < sb_cursor_part($3, 2)::bigint)"
-        "  ORDER BY c.id DESC LIMIT $2::int + 1) page";
+        "   ORDER BY c.id DESC LIMIT $2::int + 1) x) p";
     cust_op_t *op = cust_op(req, 200, sql, NULL, 3);
     op->bad22 = "cursor";
     const char *limit = sb_http_req_query(req, "limit");

@@ -130,7 +130,7 @@ static void ticket_create_run(sb_api_call_t *call)
         " SELECT set_config('switchboard.ticket_id', id::text, true),"
         "  sb_notify_event('ticket.created', number, NULL) FROM t";
     static const char sql_out[] =
-        SQL_TICKET_DETAIL("t.id = current_setting('switchboard.ticket_id')::bigint");
+        SQL_TICKET_DETAIL("t.id = (SELECT current_setting('switchboard.ticket_id')::bigint)");
     create_t *c = call->data;
     sb_db_stmt_t s[2] = {{sql_create, 9, c->params}, {sql_out, 0, NULL}};
 
@@ -224,14 +224,21 @@ static int ticket_create(sb_http_req_t *req, void *data)
 /* ======================== list ======================== */
 
 /* One SQL text per sort order, so each has its own keyset and index. */
+/*
+ * One SQL text per sort order, so each has its own keyset and index.  The
+ * page (limit + 1 rows, to know whether there is a next one) is cut first;
+ * the documents are built for those rows only.
+ */
 #define SQL_LIST(key, cast, dir, cmp)                                                            \
     "SELECT json_build_object("                                                                  \
-    " 'items', coalesce(json_agg(doc ORDER BY rn) FILTER (WHERE rn <= $10), '[]'),"              \
-    " 'next_cursor', max(CASE WHEN rn = $10 AND total > $10 THEN sb_cursor_encode(k, id) END))"  \
-    " FROM (SELECT sb_ticket_json(t) AS doc, t." key "::text AS k, t.id,"                        \
-    "   row_number() OVER (ORDER BY t." key " " dir ", t.id " dir ") AS rn,"                     \
-    "   count(*) OVER () AS total"                                                               \
-    "  FROM tickets t WHERE t.tenant_id = sb_tenant()"                                           \
+    " 'items', coalesce(json_agg(sb_ticket_json(p.t) ORDER BY p.rn) FILTER (WHERE p.rn <= $10)," \
+    "  '[]'),"                                                                                   \
+    " 'next_cursor', max(CASE WHEN p.rn = $10 AND p.n > $10 THEN sb_cursor_encode(p.k, p.id) "   \
+    "END))"                                                                                      \
+    " FROM (SELECT x.t, x.k, x.id, count(*) OVER () AS n,"                                       \
+    "   row_number() OVER (ORDER BY x.kv " dir ", x.id " dir ") AS rn"                           \
+    "  FROM (SELECT t, t." key " AS kv, t." key "::text AS k, t.id"                              \
+    "   FROM tickets t WHERE t.tenant_id = sb_tenant()"                                          \
     "   AND ($1::text IS NULL OR t.status = $1)"                                                 \
     "   AND ($2::text IS NULL OR t.priority = $2)"                                               \
     "   AND ($3::text IS NULL OR ($3 = 'none' AND t.assignee_id IS NULL)"                        \
@@ -247,7 +254,7 @@ static int ticket_create(sb_http_req_t *req, void *data)
     "          AND to_tsvector('simple', m.body_text) @@ plainto_tsquery('simple', $7)))"        \
     "   AND ($8::text IS NULL OR (t." key ", t.id) " cmp " (sb_cursor_part($8, 1)::" cast ","    \
     "        sb_cursor_part($8, 2)::bigint))"                                                    \
-    "  ORDER BY t." key " " dir ", t.id " dir " LIMIT $9) page"
+    "   ORDER BY t." key " " dir ", t.id " dir " LIMIT $9) x) p"
 
 static const struct {
     const char *name;
@@ -641,7 +648,8 @@ static void message_add_run(sb_api_call_t *call)
         "  SELECT m.tenant_id, m.ticket_id, sb_actor_kind(), sb_actor_id(), 'message.added',"
         "   jsonb_build_object('message_id', m.id, 'direction', m.direction) FROM m)"
         " SELECT sb_message_json(m) FROM m, t WHERE (SELECT count(*) FROM nt) >= 0"
-        "  AND sb_notify_event('message.created', t.number, m.id)";
+        "  AND sb_notify_event('message.created', t.number, m.id, jsonb_build_object("
+        "   'channel', m.channel, 'direction', m.direction, 'thread_key', t.thread_key))";
     msg_t *m = call->data;
     sb_db_stmt_t s = {sql, 4, m->params};
     if (sb_api_tx(call, &s, 1, call_created_row) != 0)
@@ -750,7 +758,7 @@ static void ticket_merge_run(sb_api_call_t *call)
         " SELECT EXISTS (SELECT 1 FROM s) AND $1::bigint <> $2::bigint,"
         "  set_config('switchboard.ticket_id', coalesce((SELECT id FROM d)::text, '0'), true)";
     static const char sql_out[] =
-        SQL_TICKET_DETAIL("t.id = current_setting('switchboard.ticket_id')::bigint");
+        SQL_TICKET_DETAIL("t.id = (SELECT current_setting('switchboard.ticket_id')::bigint)");
     merge_t *m = call->data;
     sb_db_stmt_t s[2] = {{sql_merge, 2, m->params}, {sql_out, 0, NULL}};
     if (sb_api_tx(call, s, 2, ticket_merged) != 0)

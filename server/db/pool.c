@@ -25,7 +25,14 @@ typedef enum {
     CONN_CLOSED,
 } conn_state_t;
 
-typedef enum { CMD_PREPARE, CMD_QUERY } cmd_kind_t;
+typedef enum { CMD_PREPARE, CMD_QUERY, CMD_RESET } cmd_kind_t;
+
+/*
+ * Prepared statements are dropped and made again this often: a plan made
+ * when a table was small is otherwise kept until something invalidates it,
+ * and a parameterless statement never gets a custom plan.
+ */
+#define DB_REPREPARE_MS 30000
 
 typedef struct {
     cmd_kind_t kind;
@@ -67,6 +74,7 @@ struct sb_db_conn {
     prepared_t *prepared;
     int nprepared;
     int next_prep_id;
+    uint64_t prepared_since; /* ms: when the cache was last emptied */
 };
 
 struct db_waiter {
@@ -440,7 +448,16 @@ static int conn_send_batch(sb_db_conn_t *c, const sb_db_stmt_t *stmts, int n)
     char name[32];
     int k = 0;
 
-    c->cmds = sb_xcalloc((size_t)n * 2, sizeof(cmd_t));
+    c->cmds = sb_xcalloc((size_t)n * 2 + 1, sizeof(cmd_t));
+    uint64_t now = uv_now(c->db->loop);
+    if (c->nprepared > 0 && now - c->prepared_since > DB_REPREPARE_MS) {
+        if (!PQsendQueryParams(c->pg, "DEALLOCATE ALL", 0, NULL, NULL, NULL, NULL, 0))
+            return SB_EUNAVAILABLE;
+        c->cmds[k++] = (cmd_t){CMD_RESET, -1, -1};
+        conn_forget_prepared(c);
+    }
+    if (c->nprepared == 0)
+        c->prepared_since = now;
     if (c->prepared == NULL)
         c->prepared = sb_xcalloc(DB_PREPARED_MAX, sizeof(prepared_t));
     for (int i = 0; i < n; i++) {
@@ -569,7 +586,9 @@ static void conn_collect(sb_db_conn_t *c)
             c->failed = 1;
         if (cmd->kind == CMD_PREPARE && err)
             conn_prepared_drop(c, cmd->prep_id);
-        if (cmd->kind == CMD_PREPARE && !err) {
+        if (cmd->kind == CMD_RESET) {
+            PQclear(r);
+        } else if (cmd->kind == CMD_PREPARE && !err) {
             PQclear(r);
         } else if (c->results && c->results[cmd->stmt] == NULL) {
             c->results[cmd->stmt] = r;

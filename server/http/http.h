@@ -170,15 +170,7 @@ const char *sb_http_status_text(int status);
 
 /* ======================== WebSocket ======================== */
 
-typedef struct sb_ws sb_ws_t;
-
-/* Called on the loop thread.  After on_close the handle is gone. */
-typedef struct sb_ws_callbacks {
-    /* A complete text message (valid UTF-8, at most 64 KiB).  Borrowed. */
-    void (*on_text)(sb_ws_t *ws, const char *text, size_t len, void *data);
-    /* The connection ended; code is the close code (1006 when it dropped). */
-    void (*on_close)(sb_ws_t *ws, int code, void *data);
-} sb_ws_callbacks_t;
+/* sb_ws_t and sb_ws_callbacks_t are shared with plugins (switchboard/plugin.h). */
 
 /*
  * In a handler: completes the WebSocket handshake of req (answering 101).

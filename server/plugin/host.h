@@ -47,6 +47,9 @@ int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data);
  */
 int sb_plugins_senders(char *out, size_t len);
 
+/* Worker: hands one event (a NOTIFY payload) to the plugins subscribed. */
+void sb_plugins_event(const char *json);
+
 /* Number of loaded plugins and the name of plugin i. */
 size_t sb_plugins_count(void);
 const char *sb_plugins_name(size_t i);

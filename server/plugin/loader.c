@@ -13,6 +13,8 @@
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -46,6 +48,8 @@ struct sb_plugin_ctx {
     plugin_route_t *routes;
     int initialising;
     int started;
+    sb_plugin_event_cb on_event;
+    void *event_data;
 };
 
 static struct {
@@ -54,6 +58,8 @@ static struct {
     size_t n;
     uv_loop_t *loop;
     sb_db_t *db;
+    unsigned char master_key[32];
+    int have_key;
 } host;
 
 /* ======================== host functions ======================== */
@@ -170,6 +176,73 @@ static const char *host_req_header(sb_http_req_t *req, const char *name)
     return sb_http_req_header(req, name);
 }
 
+static int host_ws_accept(sb_plugin_ctx_t *p, sb_http_req_t *req, const sb_ws_callbacks_t *cbs,
+                          void *data, sb_ws_t **out)
+{
+    return sb_ws_accept(req, cbs, data, out);
+}
+
+static int host_events_subscribe(sb_plugin_ctx_t *p, sb_plugin_event_cb cb, void *data)
+{
+    if (host.loop == NULL)
+        return SB_EINVAL;
+    p->on_event = cb;
+    p->event_data = data;
+    return 0;
+}
+
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_plugin_json_cb cb;
+    void *data;
+    char after[24];
+} host_thread_t;
+
+static void host_thread_done(int status, PGresult *const *res, int n, void *data)
+{
+    host_thread_t *t = data;
+    if (status == 0 && strcmp(PQgetvalue(res[0], 0, 0), "t") != 0)
+        status = SB_ENOENT;
+    if (status == SB_EDB)
+        status = SB_EINVAL;
+    t->cb(t->ctx, status, status == 0 ? PQgetvalue(res[1], 0, 0) : NULL, t->data);
+    free(t);
+}
+
+static int host_thread_messages(sb_plugin_ctx_t *p, const char *tenant, const char *channel,
+                                const char *thread_key, int64_t after, sb_plugin_json_cb cb,
+                                void *data)
+{
+    static const char sql_tenant[] =
+        "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
+        " WHERE slug = $1), ''), true) <> ''";
+    static const char sql_list[] = "SELECT sb_thread_messages($1, $2, $3::bigint)";
+    if (host.db == NULL || tenant == NULL || channel == NULL || thread_key == NULL || cb == NULL)
+        return SB_EINVAL;
+    host_thread_t *t = sb_xcalloc(1, sizeof(*t));
+    t->ctx = p;
+    t->cb = cb;
+    t->data = data;
+    snprintf(t->after, sizeof(t->after), "%lld", (long long)after);
+    const char *p1[1] = {tenant};
+    const char *p2[3] = {channel, thread_key, t->after};
+    sb_db_stmt_t s[2] = {{sql_tenant, 1, p1}, {sql_list, 3, p2}};
+    if (sb_db_query(host.db, s, 2, host_thread_done, t) != 0) {
+        free(t);
+        return SB_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static int host_secret_key(sb_plugin_ctx_t *p, unsigned char out[32])
+{
+    if (!host.have_key)
+        return SB_EIO;
+    crypto_generichash(out, 32, (const unsigned char *)p->name, strlen(p->name), host.master_key,
+                       sizeof(host.master_key));
+    return 0;
+}
+
 static const sb_host_api_t host_api = {
     .abi_major = SB_PLUGIN_ABI_MAJOR,
     .abi_minor = SB_PLUGIN_ABI_MINOR,
@@ -188,7 +261,48 @@ static const sb_host_api_t host_api = {
     .req_body = (const char *(*)(sb_http_req_t *, size_t *))sb_http_req_body,
     .res_header = sb_http_res_header,
     .respond = sb_http_respond,
+    .ws_accept = host_ws_accept,
+    .ws_send = sb_ws_send,
+    .ws_close = sb_ws_close,
+    .events_subscribe = host_events_subscribe,
+    .thread_messages = host_thread_messages,
+    .secret_key = host_secret_key,
 };
+
+/*
+ * The installation's master key: 32 random bytes in <data_dir>/secret.key,
+ * made on first start.  Plugins get keys derived from it, so tokens they
+ * sign stay valid across workers and restarts.
+ */
+static int loader_master_key(const char *data_dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/secret.key", data_dir);
+    mkdir(data_dir, 0700);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        unsigned char key[32];
+        randombytes_buf(key, sizeof(key));
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 && write(fd, key, sizeof(key)) == (ssize_t)sizeof(key)) {
+            memcpy(host.master_key, key, sizeof(key));
+            host.have_key = 1;
+        }
+        sodium_memzero(key, sizeof(key));
+        if (fd >= 0)
+            close(fd);
+        return host.have_key ? 0 : SB_EIO;
+    }
+    if (fd < 0 || read(fd, host.master_key, sizeof(host.master_key)) != 32) {
+        sb_log(SB_LOG_WARNING, NULL, "could not read the key file \"%s\"", path);
+        if (fd >= 0)
+            close(fd);
+        return SB_EIO;
+    }
+    close(fd);
+    host.have_key = 1;
+    return 0;
+}
 
 /* ======================== loading ======================== */
 
@@ -366,6 +480,9 @@ int sb_plugins_load(const sb_config_t *cfg)
     int rc = 0;
 
     host.cfg = cfg;
+    if (n > 0 && loader_master_key(cfg->data_dir) != 0)
+        sb_log(SB_LOG_WARNING, NULL, "plugins get no secret key: data_dir \"%s\" is not usable",
+               cfg->data_dir);
     for (size_t i = 0; i < n; i++) {
         int required = sb_config_list_has(cfg->plugins_required, names[i]);
         if (loader_load_one(cfg->plugins_dir, names[i]) != 0 && required) {
@@ -431,6 +548,7 @@ void sb_plugins_stop(void)
         p->started = 0;
     }
     host.db = NULL;
+    host.loop = NULL;
 }
 
 void sb_plugins_unload(void)
@@ -469,6 +587,15 @@ int sb_plugins_senders(char *out, size_t len)
     if (k < len)
         snprintf(out + k, len - k, "}");
     return n;
+}
+
+void sb_plugins_event(const char *json)
+{
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (p->started && p->on_event)
+            p->on_event(p, json, p->event_data);
+    }
 }
 
 size_t sb_plugins_count(void)

@@ -86,12 +86,26 @@ GRANT EXECUTE ON FUNCTION sb_outbox_claim(text[], integer, integer),
 -- Live events for the agents' stream: one NOTIFY per change, delivered on
 -- commit to every worker, which forwards it to the agents of that tenant.
 -- Returns true, so that statements can call it in a WHERE clause.
-CREATE FUNCTION sb_notify_event(p_type text, p_ticket bigint, p_message bigint)
+CREATE FUNCTION sb_notify_event(p_type text, p_ticket bigint, p_message bigint,
+                                p_extra jsonb DEFAULT '{}')
     RETURNS boolean
     LANGUAGE sql VOLATILE
     AS $$
-    SELECT true FROM pg_notify('switchboard_events', json_build_object(
+    SELECT true FROM pg_notify('switchboard_events', (jsonb_build_object(
         'tenant_id', sb_tenant(), 'tenant', (SELECT slug FROM tenants WHERE id = sb_tenant()),
-        'type', p_type, 'ticket', p_ticket, 'message', p_message, 'at', now())::text)
+        'type', p_type, 'ticket', p_ticket, 'message', p_message, 'at', now()) || p_extra)::text)
     $$;
-GRANT EXECUTE ON FUNCTION sb_notify_event(text, bigint, bigint) TO switchboard_app;
+GRANT EXECUTE ON FUNCTION sb_notify_event(text, bigint, bigint, jsonb) TO switchboard_app;
+
+-- What a channel plugin may show the customer of a thread: no internal notes.
+CREATE FUNCTION sb_thread_messages(p_channel text, p_thread text, p_after bigint)
+    RETURNS json
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(json_agg(json_build_object('id', m.id, 'direction', m.direction,
+        'text', m.body_text, 'at', m.created_at) ORDER BY m.id), '[]')
+    FROM tickets t JOIN messages m ON m.tenant_id = t.tenant_id AND m.ticket_id = t.id
+    WHERE t.tenant_id = sb_tenant() AND t.channel = p_channel AND t.thread_key = p_thread
+      AND m.id > p_after AND m.direction <> 'note'
+    $$;
+GRANT EXECUTE ON FUNCTION sb_thread_messages(text, text, bigint) TO switchboard_app;

@@ -127,7 +127,7 @@ def test_refused_plugins_leave_the_server_running(database, start_server, plugin
     log = srv.log_text()
     assert message in log, log
     if plugin == "bad_abi":
-        assert "Server has ABI 1.0, plugin was built for 2.0." in log
+        assert "Server has ABI 1.1, plugin was built for 2.0." in log
     assert srv.request("GET", "/healthz")[0] == 200
 
 
