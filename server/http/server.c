@@ -1411,7 +1411,7 @@ static void ws_flush(sb_ws_t *ws)
 {
     http_conn_t *c = ws->conn;
 
-    if (c->state == CONN_CLOSING)
+    if (c->state != CONN_WEBSOCKET)
         return;
     if (wslay_event_send(ws->ctx) != 0) {
         conn_close(c);
@@ -1454,6 +1454,7 @@ static void ws_opened(http_conn_t *c)
 {
     c->ws->last_rx_ms = uv_now(c->srv->loop);
     uv_timer_start(&c->timer, conn_timer_cb, WS_PING_MS, 0);
+    ws_flush(c->ws);
 }
 
 /* The timer of a WebSocket: ping a quiet peer, drop one that never answers. */
@@ -1529,7 +1530,8 @@ int sb_ws_send(sb_ws_t *ws, const char *text, size_t len)
 {
     struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)text, len};
 
-    if (ws->closed_reported || ws->conn->state != CONN_WEBSOCKET)
+    /* Between accept and the 101 being written, messages wait in wslay. */
+    if (ws->closed_reported || ws->conn->state == CONN_CLOSING)
         return SB_ECLOSED;
     if (wslay_event_get_queued_msg_length(ws->ctx) + ws->in_flight + len > WS_MAX_QUEUED) {
         /* A consumer this far behind is cut off rather than buffered. */
@@ -1546,7 +1548,7 @@ int sb_ws_send(sb_ws_t *ws, const char *text, size_t len)
 
 void sb_ws_close(sb_ws_t *ws, int code, const char *reason)
 {
-    if (ws->closed_reported || ws->conn->state != CONN_WEBSOCKET)
+    if (ws->closed_reported || ws->conn->state == CONN_CLOSING)
         return;
     ws->close_code = code;
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)(reason ? reason : ""),
