@@ -214,7 +214,7 @@ static int customer_create(sb_http_req_t *req, void *data)
     op->params[2] = json_string_value(json_object_get(body, "tier"));
     op->params[3] = json_string_value(json_object_get(body, "language"));
     op->params[4] = cust_int(body, "organization", op->buf[0], sizeof(op->buf[0]));
-    char *text = json_dumps(ids ? ids : json_array(), JSON_COMPACT);
+    char *text = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
     op->params[5] = sb_pool_strdup(sb_http_req_pool(req), text ? text : "[]");
     free(text);
     return cust_begin(req, data, SB_ROLE_AGENT, op);
