@@ -67,6 +67,7 @@ static const config_key_t config_keys[] = {
     {"idle_timeout", CFG_SECONDS, OFF(idle_timeout_ms), 0, 0},
     {"shutdown_timeout", CFG_SECONDS, OFF(shutdown_timeout_ms), 0, 0},
     {"db_pool_size", CFG_INT, OFF(db_pool_size), 1, 64},
+    {"max_connections", CFG_INT, OFF(max_connections), 16, 1000000},
     {"debug_routes", CFG_BOOL, OFF(debug_routes), 0, 0},
 };
 #undef OFF
@@ -266,6 +267,7 @@ static void config_defaults(sb_config_t *cfg)
     cfg->idle_timeout_ms = 60000;
     cfg->shutdown_timeout_ms = 10000;
     cfg->db_pool_size = 4;
+    cfg->max_connections = 20000;
     cfg->debug_routes = 0;
 }
 

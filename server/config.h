@@ -31,6 +31,7 @@ typedef struct sb_config {
     uint64_t idle_timeout_ms;
     uint64_t shutdown_timeout_ms;
     int db_pool_size;
+    int max_connections;
     int debug_routes;
     /* Plugin settings from the file: <plugin> = { <key> = <value> }. */
     struct sb_config_setting {

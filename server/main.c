@@ -61,6 +61,7 @@ static void main_usage(FILE *out)
         "  shutdown_timeout  SWITCHBOARD_SHUTDOWN_TIMEOUT  seconds to finish requests on stop "
         "(10)\n"
         "  db_pool_size      SWITCHBOARD_DB_POOL_SIZE      connections per worker (4)\n"
+        "  max_connections   SWITCHBOARD_MAX_CONNECTIONS   client connections per worker (20000)\n"
         "  debug_routes      SWITCHBOARD_DEBUG_ROUTES      enable /debug/* test routes (false)\n"
         "\n"
         "Signals to serve: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration.\n",

@@ -124,6 +124,7 @@ static int worker_setup(worker_t *w)
         .header_timeout_ms = w->cfg->header_timeout_ms,
         .read_timeout_ms = w->cfg->read_timeout_ms,
         .idle_timeout_ms = w->cfg->idle_timeout_ms,
+        .max_connections = (size_t)w->cfg->max_connections,
         .on_complete = worker_on_complete,
         .on_complete_data = w,
     };

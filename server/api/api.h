@@ -72,6 +72,15 @@ int sb_api_begin(sb_http_req_t *req, sb_api_t *api, const char *tenant, sb_role_
  */
 int sb_api_tx(sb_api_call_t *call, const sb_db_stmt_t *stmts, int n, sb_db_exec_cb cb);
 
+/*
+ * A numeric id from the path (1 to 18 digits), or NULL: a path whose id is
+ * not a number names nothing, so the caller answers 404.  Borrowed.
+ */
+const char *sb_api_path_id(sb_http_req_t *req, const char *name);
+
+/* Responds 503 (with Retry-After): the database could not take the request. */
+void sb_api_respond_unavailable(sb_http_req_t *req);
+
 /* Responds with the first column of the first row (a JSON document), or 404. */
 void sb_api_respond_row(sb_http_req_t *req, int status, const PGresult *res);
 

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "log.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,23 @@ int sb_api_tx(sb_api_call_t *call, const sb_db_stmt_t *stmts, int n, sb_db_exec_
     tx->cb = cb;
     tx->call = call;
     return sb_db_query(call->api->db, all, n + 1, call_tx_done, tx) == 0 ? 0 : SB_EUNAVAILABLE;
+}
+
+const char *sb_api_path_id(sb_http_req_t *req, const char *name)
+{
+    const char *v = sb_http_req_param(req, name);
+    size_t len = v ? strlen(v) : 0;
+    if (len == 0 || len > 18)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return NULL;
+    return v;
+}
+
+void sb_api_respond_unavailable(sb_http_req_t *req)
+{
+    sb_http_respond_error(req, 503, "unavailable", "the database is unavailable; retry later");
 }
 
 void sb_api_respond_row(sb_http_req_t *req, int status, const PGresult *res)

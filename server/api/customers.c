@@ -27,18 +27,6 @@ typedef struct {
     int nsql;
 } cust_op_t;
 
-static const char *cust_id(sb_http_req_t *req)
-{
-    const char *v = sb_http_req_param(req, "id");
-    size_t len = v ? strlen(v) : 0;
-    if (len == 0 || len > 18)
-        return NULL;
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)v[i]))
-            return NULL;
-    return v;
-}
-
 static void cust_done(int status, PGresult *const *res, int n, void *data)
 {
     sb_api_call_t *call = data;
@@ -73,7 +61,7 @@ static void cust_run(sb_api_call_t *call)
     for (int i = 0; i < op->nsql; i++)
         s[i] = (sb_db_stmt_t){op->sql[i], i ? op->nparams2 : op->nparams, op->params};
     if (sb_api_tx(call, s, op->nsql, cust_done) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int cust_begin(sb_http_req_t *req, void *data, sb_role_t role, cust_op_t *op)
@@ -223,7 +211,7 @@ static int customer_create(sb_http_req_t *req, void *data)
 static int customer_get(sb_http_req_t *req, void *data)
 {
     static const char sql[] = SQL_CUSTOMER_DETAIL " AND c.id = $1::bigint";
-    const char *id = cust_id(req);
+    const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
     cust_op_t *op = cust_op(req, 200, sql, NULL, 1);
@@ -249,7 +237,7 @@ static int customer_update(sb_http_req_t *req, void *data)
         " WHERE tenant_id = sb_tenant() AND id = $1::bigint";
     static const char sql_out[] = SQL_CUSTOMER_DETAIL " AND c.id = $1::bigint";
     json_t *body = sb_http_req_json(req);
-    const char *id = cust_id(req);
+    const char *id = sb_api_path_id(req, "id");
 
     if (id == NULL)
         return SB_ENOENT;
@@ -276,7 +264,7 @@ static int identity_add(sb_http_req_t *req, void *data)
         " SELECT json_build_object('id', i.id, 'kind', i.kind, 'value', i.value,"
         "  'customer', i.customer_id) FROM i";
     json_t *body = sb_http_req_json(req);
-    const char *id = cust_id(req);
+    const char *id = sb_api_path_id(req, "id");
 
     if (id == NULL)
         return SB_ENOENT;
@@ -321,7 +309,7 @@ static int customer_merge(sb_http_req_t *req, void *data)
                             " AND (SELECT count(*) FROM customers x WHERE x.tenant_id = sb_tenant()"
                             "  AND x.id = $1::bigint AND x.merged_into = $2::bigint) = 1";
     json_t *body = sb_http_req_json(req);
-    const char *id = cust_id(req);
+    const char *id = sb_api_path_id(req, "id");
 
     if (id == NULL)
         return SB_ENOENT;

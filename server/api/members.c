@@ -16,25 +16,6 @@
 
 static const char *const member_roles[] = {"admin", "supervisor", "agent", "viewer", NULL};
 
-static void members_503(sb_api_call_t *call)
-{
-    sb_http_respond_error(call->req, 503, "unavailable",
-                          "the database is unavailable; retry later");
-}
-
-/* A numeric id from the path; NULL (so: 404) when it is not one. */
-static const char *members_id(sb_http_req_t *req, const char *name)
-{
-    const char *v = sb_http_req_param(req, name);
-    size_t len = v ? strlen(v) : 0;
-    if (len == 0 || len > 18)
-        return NULL;
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)v[i]))
-            return NULL;
-    return v;
-}
-
 /* Answers a finished transaction: conflicts, bad references, or the last row. */
 typedef struct {
     int status;            /* on success */
@@ -90,7 +71,7 @@ static members_op_t *members_op(sb_http_req_t *req, int status, int nparams)
         members_op_t *op = call->data;                 \
         sb_db_stmt_t s = {sql, nparams, op->params};   \
         if (sb_api_tx(call, &s, 1, members_done) != 0) \
-            members_503(call);                         \
+            sb_api_respond_unavailable(call->req);     \
     }
 
 /* ======================== agents ======================== */
@@ -155,7 +136,7 @@ static void agent_add_tx(sb_api_call_t *call)
     agent_add_t *a = call->data;
     sb_db_stmt_t s[2] = {{sql_add, 4, a->params}, {sql_out, 1, a->params}};
     if (sb_api_tx(call, s, 2, agent_added) != 0)
-        members_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static void agent_hashed(int ok, const char *out, void *data)
@@ -163,7 +144,7 @@ static void agent_hashed(int ok, const char *out, void *data)
     sb_api_call_t *call = data;
     agent_add_t *a = call->data;
     if (!ok) {
-        members_503(call);
+        sb_api_respond_unavailable(call->req);
         return;
     }
     snprintf(a->hash, sizeof(a->hash), "%s", out);
@@ -181,7 +162,7 @@ static void agent_add_run(sb_api_call_t *call)
         return;
     }
     if (sb_auth_password_hash_async(call->api->loop, password, agent_hashed, call) != 0)
-        members_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int agent_add(sb_http_req_t *req, void *data)
@@ -227,7 +208,7 @@ static int agent_update(sb_http_req_t *req, void *data)
         {"role", SB_FIELD_STRING, 1, 20, member_roles},
         {NULL, 0, 0, 0, NULL},
     };
-    const char *id = members_id(req, "id");
+    const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
     if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
@@ -252,7 +233,7 @@ MEMBERS_RUN(
 
 static int agent_remove(sb_http_req_t *req, void *data)
 {
-    const char *id = members_id(req, "id");
+    const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
     members_op_t *op = members_op(req, 204, 1);
@@ -313,7 +294,7 @@ static int team_member_add(sb_http_req_t *req, void *data)
         {"agent", SB_FIELD_INT, 1, 0, NULL},
         {NULL, 0, 0, 0, NULL},
     };
-    const char *id = members_id(req, "id");
+    const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
     if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
@@ -336,8 +317,8 @@ MEMBERS_RUN(team_member_remove_run,
 
 static int team_member_remove(sb_http_req_t *req, void *data)
 {
-    const char *id = members_id(req, "id");
-    const char *agent = members_id(req, "agent");
+    const char *id = sb_api_path_id(req, "id");
+    const char *agent = sb_api_path_id(req, "agent");
     if (id == NULL || agent == NULL)
         return SB_ENOENT;
     members_op_t *op = members_op(req, 204, 2);
@@ -403,7 +384,7 @@ MEMBERS_RUN(api_key_revoke_run,
 
 static int api_key_revoke(sb_http_req_t *req, void *data)
 {
-    const char *id = members_id(req, "id");
+    const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
     members_op_t *op = members_op(req, 204, 1);

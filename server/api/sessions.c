@@ -187,7 +187,7 @@ static void session_delete_next(sb_api_call_t *call)
     p[0] = call->token_hash;
     sb_db_stmt_t s = {sql, 1, p};
     if (sb_api_tx(call, &s, 1, call_no_content) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int session_delete(sb_http_req_t *req, void *data)
@@ -222,7 +222,7 @@ static void me_next(sb_api_call_t *call)
         " FROM agents a WHERE a.id = sb_agent()";
     sb_db_stmt_t s = {sql, 0, NULL};
     if (sb_api_tx(call, &s, 1, call_row) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int me_get(sb_http_req_t *req, void *data)
@@ -238,7 +238,7 @@ static void tenants_list_next(sb_api_call_t *call)
         "SELECT json_build_object('items', " SQL_MY_TENANTS ", 'next_cursor', NULL)";
     sb_db_stmt_t s = {sql, 0, NULL};
     if (sb_api_tx(call, &s, 1, call_row) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int tenants_list(sb_http_req_t *req, void *data)
@@ -289,7 +289,7 @@ static void tenant_create_next(sb_api_call_t *call)
     p[1] = json_string_value(json_object_get(body, "name"));
     sb_db_stmt_t s[3] = {{sql_tenant, 2, p}, {sql_member, 0, NULL}, {sql_out, 0, NULL}};
     if (sb_api_tx(call, s, 3, tenant_created) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int tenant_create(sb_http_req_t *req, void *data)

@@ -81,7 +81,7 @@ static void stream_next(sb_api_call_t *call)
                               " ORDER BY tenant_id";
     sb_db_stmt_t s = {sql, 0, NULL};
     if (sb_api_tx(call, &s, 1, stream_tenants_read) != 0)
-        sb_http_respond_error(call->req, 503, "unavailable", "the database is unavailable");
+        sb_api_respond_unavailable(call->req);
 }
 
 static int stream_open(sb_http_req_t *req, void *data)

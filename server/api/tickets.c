@@ -30,28 +30,13 @@ static const char *const identity_kinds[] = {"email",     "phone", "chat",  "tel
     " WHERE m.tenant_id = t.tenant_id AND m.ticket_id = t.id), '[]')), t.version" \
     " FROM tickets t WHERE t.tenant_id = sb_tenant() AND " where
 
+/* The ticket a previous statement of the batch recorded in switchboard.ticket_id. */
+static const char sql_ticket_by_setting[] =
+    SQL_TICKET_DETAIL("t.id = (SELECT current_setting('switchboard.ticket_id')::bigint)");
+
 static void ticket_fail(sb_api_call_t *call, int status, PGresult *const *res, int n)
 {
     sb_api_respond_db_error(call->req, status, res, n);
-}
-
-static void ticket_503(sb_api_call_t *call)
-{
-    sb_http_respond_error(call->req, 503, "unavailable",
-                          "the database is unavailable; retry later");
-}
-
-/* A ticket number from the path: digits only, else the ticket does not exist. */
-static const char *ticket_number(sb_http_req_t *req)
-{
-    const char *n = sb_http_req_param(req, "number");
-    size_t len = n ? strlen(n) : 0;
-    if (len == 0 || len > 18)
-        return NULL;
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)n[i]))
-            return NULL;
-    return n;
 }
 
 /* Responds the detail document of res (one row: json, version) with its ETag. */
@@ -129,13 +114,11 @@ static void ticket_create_run(sb_api_call_t *call)
         "    'tags', tags) FROM t)"
         " SELECT set_config('switchboard.ticket_id', id::text, true),"
         "  sb_notify_event('ticket.created', number, NULL) FROM t";
-    static const char sql_out[] =
-        SQL_TICKET_DETAIL("t.id = (SELECT current_setting('switchboard.ticket_id')::bigint)");
     create_t *c = call->data;
-    sb_db_stmt_t s[2] = {{sql_create, 9, c->params}, {sql_out, 0, NULL}};
+    sb_db_stmt_t s[2] = {{sql_create, 9, c->params}, {sql_ticket_by_setting, 0, NULL}};
 
     if (sb_api_tx(call, s, 2, ticket_created) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int ticket_create(sb_http_req_t *req, void *data)
@@ -296,7 +279,7 @@ static void tickets_list_run(sb_api_call_t *call)
     list_t *l = call->data;
     sb_db_stmt_t s = {l->sql, 10, l->params};
     if (sb_api_tx(call, &s, 1, tickets_listed) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 /* A query parameter that must be a positive integer; 422 otherwise. */
@@ -410,12 +393,12 @@ static void ticket_get_run(sb_api_call_t *call)
     const char **p = call->data;
     sb_db_stmt_t s = {sql, 1, p};
     if (sb_api_tx(call, &s, 1, ticket_got) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int ticket_get(sb_http_req_t *req, void *data)
 {
-    const char *number = ticket_number(req);
+    const char *number = sb_api_path_id(req, "number");
     if (number == NULL)
         return SB_ENOENT;
     const char **p = sb_pool_alloc(sb_http_req_pool(req), sizeof(char *));
@@ -528,7 +511,7 @@ static void ticket_patch_run(sb_api_call_t *call)
     p->params[11] = call->role >= SB_ROLE_SUPERVISOR ? "true" : "false";
     sb_db_stmt_t s = {sql, 12, p->params};
     if (sb_api_tx(call, &s, 1, ticket_patched) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 /* Parses If-Match ("3", "\"3\"" or W/"3"); NULL when absent, "" when malformed. */
@@ -564,7 +547,7 @@ static int ticket_patch(sb_http_req_t *req, void *data)
     };
     json_t *body = sb_http_req_json(req);
     sb_pool_t *pool = sb_http_req_pool(req);
-    const char *number = ticket_number(req);
+    const char *number = sb_api_path_id(req, "number");
 
     if (number == NULL)
         return SB_ENOENT;
@@ -653,7 +636,7 @@ static void message_add_run(sb_api_call_t *call)
     msg_t *m = call->data;
     sb_db_stmt_t s = {sql, 4, m->params};
     if (sb_api_tx(call, &s, 1, call_created_row) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int message_add(sb_http_req_t *req, void *data)
@@ -666,7 +649,7 @@ static int message_add(sb_http_req_t *req, void *data)
         {NULL, 0, 0, 0, NULL},
     };
     json_t *body = sb_http_req_json(req);
-    const char *number = ticket_number(req);
+    const char *number = sb_api_path_id(req, "number");
 
     if (number == NULL)
         return SB_ENOENT;
@@ -696,12 +679,12 @@ static void events_list_run(sb_api_call_t *call)
         "  ON t.tenant_id = sb_tenant() AND t.number = $1::bigint";
     sb_db_stmt_t s = {sql, 1, call->data};
     if (sb_api_tx(call, &s, 1, call_ok_row) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int events_list(sb_http_req_t *req, void *data)
 {
-    const char *number = ticket_number(req);
+    const char *number = sb_api_path_id(req, "number");
     if (number == NULL)
         return SB_ENOENT;
     const char **p = sb_pool_alloc(sb_http_req_pool(req), sizeof(char *));
@@ -757,12 +740,10 @@ static void ticket_merge_run(sb_api_call_t *call)
         "        UNION ALL SELECT id, 'ticket.merged_into' FROM d) x)"
         " SELECT EXISTS (SELECT 1 FROM s) AND $1::bigint <> $2::bigint,"
         "  set_config('switchboard.ticket_id', coalesce((SELECT id FROM d)::text, '0'), true)";
-    static const char sql_out[] =
-        SQL_TICKET_DETAIL("t.id = (SELECT current_setting('switchboard.ticket_id')::bigint)");
     merge_t *m = call->data;
-    sb_db_stmt_t s[2] = {{sql_merge, 2, m->params}, {sql_out, 0, NULL}};
+    sb_db_stmt_t s[2] = {{sql_merge, 2, m->params}, {sql_ticket_by_setting, 0, NULL}};
     if (sb_api_tx(call, s, 2, ticket_merged) != 0)
-        ticket_503(call);
+        sb_api_respond_unavailable(call->req);
 }
 
 static int ticket_merge(sb_http_req_t *req, void *data)
@@ -772,7 +753,7 @@ static int ticket_merge(sb_http_req_t *req, void *data)
         {NULL, 0, 0, 0, NULL},
     };
     json_t *body = sb_http_req_json(req);
-    const char *number = ticket_number(req);
+    const char *number = sb_api_path_id(req, "number");
 
     if (number == NULL)
         return SB_ENOENT;

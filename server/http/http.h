@@ -89,6 +89,9 @@ typedef struct sb_http_options {
     uint64_t header_timeout_ms;
     uint64_t read_timeout_ms;
     uint64_t idle_timeout_ms;
+    /* Connections open at once (0: 20000); never more than the open-file
+     * limit allows. */
+    size_t max_connections;
     /* Called once per answered request, after the response is queued. */
     void (*on_complete)(sb_http_req_t *req, int route_index, int status, uint64_t duration_ns,
                         void *data);

@@ -20,12 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define HTTP_MAX_HEADERS 100
-#define HTTP_MAX_CONNECTIONS 10000
+#define HTTP_MAX_CONNECTIONS_DEFAULT 20000
 #define HTTP_LINGER_MS 2000
 #define HTTP_READ_BUF (64 * 1024)
 
@@ -136,6 +137,8 @@ struct sb_http_server {
     void *drained_data;
     uint32_t id_prefix;
     uint64_t id_counter;
+    size_t max_connections;
+    uint64_t refused_logged_ms;
     char date[64];
     time_t date_at;
     char readbuf[HTTP_READ_BUF];
@@ -847,8 +850,17 @@ static void conn_write_done(http_conn_t *c, int status)
     if (c->ws && c->state == CONN_WRITING) {
         /* The 101 is out: from here on the bytes are WebSocket frames. */
         c->state = CONN_WEBSOCKET;
+        /* A WebSocket may idle for hours: keep nothing of its request. */
+        json_decref(c->req.json);
+        c->req.json = NULL;
+        sb_pool_free(c->req.pool);
+        c->req.pool = NULL;
+        c->req.nheaders = 0;
+        c->req.match.nparams = 0;
         sb_buf_free(&c->hdr);
         sb_buf_free(&c->body);
+        sb_buf_free(&c->out);
+        sb_buf_free(&c->req.res_headers);
         ws_opened(c);
         c->tp->read_start(c);
         if (c->pending.len) {
@@ -1162,7 +1174,16 @@ static void server_on_connection(uv_stream_t *listener, int status)
         conn_close(c);
         return;
     }
-    if (srv->nconns > HTTP_MAX_CONNECTIONS || srv->draining) {
+    if (srv->nconns > srv->max_connections || srv->draining) {
+        /* Over the limit: refuse at once, and say so (at most once a minute). */
+        uint64_t now = uv_now(srv->loop);
+        if (!srv->draining && now - srv->refused_logged_ms > 60000) {
+            sb_log(SB_LOG_WARNING, NULL,
+                   "refusing connections: %zu open, the limit is %zu (max_connections, and the "
+                   "open-file limit)",
+                   srv->nconns - 1, srv->max_connections);
+            srv->refused_logged_ms = now;
+        }
         conn_close(c);
         return;
     }
@@ -1182,6 +1203,14 @@ sb_http_server_t *sb_http_server_new(uv_loop_t *loop, sb_router_t *r, const sb_h
     srv->opts = *opts;
     if (srv->opts.max_header_size == 0)
         srv->opts.max_header_size = 16384;
+    /* Never more than the open-file limit allows, with room for the
+     * database connections, the listener and the loop's own. */
+    struct rlimit rl;
+    srv->max_connections =
+        opts->max_connections ? opts->max_connections : HTTP_MAX_CONNECTIONS_DEFAULT;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur > 128 &&
+        srv->max_connections > rl.rlim_cur - 128)
+        srv->max_connections = rl.rlim_cur - 128;
     if (uv_random(NULL, NULL, &srv->id_prefix, sizeof(srv->id_prefix), 0, NULL) != 0)
         srv->id_prefix = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     return srv;
