@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugin/host.h"
+#include "secrets.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -207,7 +208,7 @@ int sb_master_run(const sb_config_t *cfg)
         rc = 1;
         goto done;
     }
-    if (sb_plugins_load(&m->cfg) != 0) {
+    if (sb_secrets_init(m->cfg.data_dir) != 0 || sb_plugins_load(&m->cfg) != 0) {
         rc = 1;
         goto done;
     }

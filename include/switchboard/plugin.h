@@ -237,6 +237,14 @@ typedef struct sb_plugin {
     void (*stop)(sb_plugin_ctx_t *p);
     /* Delivers a reply (may be NULL for inbound-only channels). */
     int (*send)(sb_plugin_ctx_t *p, const sb_outbound_t *msg, sb_send_cb done, void *data);
+    /*
+     * ABI 1.1.  Checks a channel instance's settings (a JSON object) when an
+     * admin creates or changes one: 0, or SB_EINVAL with the offending field
+     * and a message written into the buffers.  Any worker; must not block.
+     * NULL: any object is accepted.
+     */
+    int (*validate_settings)(sb_plugin_ctx_t *p, const char *settings_json, char *field,
+                             size_t field_len, char *message, size_t message_len);
 } sb_plugin_t;
 
 #define SB_PLUGIN_ENTRY "sb_plugin_entry"
@@ -250,8 +258,8 @@ typedef struct sb_plugin {
 /*
  * Defines the exported entry point: a function, not data (dlsym of data is
  * not portable), returning a descriptor stamped with the ABI this plugin is
- * compiled against.  Use once per plugin, with the members after size:
- *   SB_PLUGIN_DEFINE("chat", "1.0", chat_init, chat_start, chat_stop, chat_send)
+ * compiled against.  Use once per plugin, naming the members it has:
+ *   SB_PLUGIN_DEFINE(.name = "chat", .version = "1.0", .init = chat_init, .send = chat_send)
  */
 #define SB_PLUGIN_DEFINE(...)                                                      \
     SB_PLUGIN_EXPORT const sb_plugin_t *sb_plugin_entry(void);                     \

@@ -365,4 +365,29 @@ static void chat_stop(sb_plugin_ctx_t *p)
     /* The host closes the connections; on_close frees each visitor. */
 }
 
-SB_PLUGIN_DEFINE("chat", "1.0", chat_init, chat_start, chat_stop, chat_send)
+/* Chat takes one optional setting, "title", shown by the widget's page. */
+static int chat_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
+                         char *message, size_t message_len)
+{
+    json_t *s = json_loads(json, 0, NULL);
+    const char *key;
+    json_t *v;
+    int rc = 0;
+
+    json_object_foreach(s, key, v)
+    {
+        if (strcmp(key, "title") != 0 || !json_is_string(v) || json_string_length(v) > 200) {
+            snprintf(field, field_len, "settings.%s", key);
+            snprintf(message, message_len,
+                     "the chat channel takes \"title\", a string of at "
+                     "most 200 bytes");
+            rc = SB_EINVAL;
+            break;
+        }
+    }
+    json_decref(s);
+    return rc;
+}
+
+SB_PLUGIN_DEFINE(.name = "chat", .version = "1.0", .init = chat_init, .start = chat_start,
+                 .stop = chat_stop, .send = chat_send, .validate_settings = chat_validate)

@@ -15,6 +15,7 @@
  */
 #include <switchboard/plugin.h>
 
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -100,6 +101,34 @@ static int example_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb d
     return 0;
 }
 
+/* An example channel has one setting: "label", a string of at most 64 bytes. */
+static int example_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
+                            char *message, size_t message_len)
+{
+    json_t *s = json_loads(json, 0, NULL);
+    const char *key;
+    json_t *v;
+    int rc = 0;
+
+    json_object_foreach(s, key, v)
+    {
+        if (strcmp(key, "label") != 0) {
+            snprintf(field, field_len, "settings.%s", key);
+            snprintf(message, message_len, "unknown setting; the example channel takes \"label\"");
+            rc = SB_EINVAL;
+            break;
+        }
+        if (!json_is_string(v) || json_string_length(v) > 64) {
+            snprintf(field, field_len, "settings.label");
+            snprintf(message, message_len, "label must be a string of at most 64 bytes");
+            rc = SB_EINVAL;
+            break;
+        }
+    }
+    json_decref(s);
+    return rc;
+}
+
 static int example_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 {
     api = host;
@@ -111,4 +140,5 @@ static int example_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
     return api->http_route(p, "POST", "/hooks/{tenant}/example", example_hook, NULL);
 }
 
-SB_PLUGIN_DEFINE("example", "1.0", example_init, NULL, NULL, example_send)
+SB_PLUGIN_DEFINE(.name = "example", .version = "1.0", .init = example_init, .send = example_send,
+                 .validate_settings = example_validate)

@@ -65,6 +65,13 @@ static const openapi_op_t openapi_ops[] = {
     {"POST", T "/api_keys", "Create an API key for an integration (shown once)", "agents",
      "ApiKeyCreate", 201, NULL, 0},
     {"DELETE", T "/api_keys/{id}", "Revoke an API key", "agents", NULL, 204, NULL, 0},
+    {"GET", T "/channels", "The tenant's channels (admin)", "channels", NULL, 200, "List", 0},
+    {"POST", T "/channels", "Add a channel: its plugin checks the settings; secrets are sealed",
+     "channels", "ChannelCreate", 201, "Channel", 0},
+    {"GET", T "/channels/{id}", "A channel, with what to configure outside", "channels", NULL, 200,
+     "Channel", 0},
+    {"PATCH", T "/channels/{id}", "Change a channel's name, settings, secrets or state", "channels",
+     "ChannelUpdate", 200, "Channel", 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -169,6 +176,19 @@ static const struct {
                      "\"additionalProperties\":false,\"properties\":{\"name\":{\"type\":"
                      "\"string\"},\"role\":{\"type\":\"string\",\"enum\":[\"admin\","
                      "\"supervisor\",\"agent\",\"viewer\"]}}}"},
+    {"ChannelCreate",
+     "{\"type\":\"object\",\"required\":[\"type\",\"name\"],\"additionalProperties\":false,"
+     "\"properties\":{\"type\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"},"
+     "\"settings\":{\"type\":\"object\"},\"secrets\":{\"type\":\"object\","
+     "\"additionalProperties\":{\"type\":\"string\"},\"writeOnly\":true}}}"},
+    {"ChannelUpdate",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{\"type\":{\"type\":"
+     "\"string\"},\"name\":{\"type\":\"string\"},\"settings\":{\"type\":\"object\"},"
+     "\"secrets\":{\"type\":\"object\",\"writeOnly\":true},\"active\":{\"type\":\"boolean\"}}}"},
+    {"Channel", "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"type\":"
+                "{\"type\":\"string\"},\"name\":{\"type\":\"string\"},\"settings\":{\"type\":"
+                "\"object\"},\"secrets\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+                "\"endpoints\":{\"type\":\"object\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"
                    "\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":200}}}"},
     {"TeamMemberAdd", "{\"type\":\"object\",\"required\":[\"agent\"],\"additionalProperties\":"

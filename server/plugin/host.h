@@ -47,6 +47,14 @@ int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data);
  */
 int sb_plugins_senders(char *out, size_t len);
 
+/*
+ * Worker: checks settings for a channel of type (a plugin's name).  0;
+ * SB_ENOENT when no loaded plugin has that name; SB_EINVAL with field and
+ * message filled when the plugin refuses them.
+ */
+int sb_plugins_validate(const char *type, const char *settings_json, char *field, size_t field_len,
+                        char *message, size_t message_len);
+
 /* Worker: hands one event (a NOTIFY payload) to the plugins subscribed. */
 void sb_plugins_event(const char *json);
 

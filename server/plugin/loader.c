@@ -9,6 +9,7 @@
 #include "common.h"
 #include "ingest.h"
 #include "log.h"
+#include "secrets.h"
 
 #include <dirent.h>
 #include <dlfcn.h>
@@ -58,8 +59,6 @@ static struct {
     size_t n;
     uv_loop_t *loop;
     sb_db_t *db;
-    unsigned char master_key[32];
-    int have_key;
 } host;
 
 /* ======================== host functions ======================== */
@@ -236,11 +235,9 @@ static int host_thread_messages(sb_plugin_ctx_t *p, const char *tenant, const ch
 
 static int host_secret_key(sb_plugin_ctx_t *p, unsigned char out[32])
 {
-    if (!host.have_key)
-        return SB_EIO;
-    crypto_generichash(out, 32, (const unsigned char *)p->name, strlen(p->name), host.master_key,
-                       sizeof(host.master_key));
-    return 0;
+    char purpose[96];
+    snprintf(purpose, sizeof(purpose), "plugin:%s", p->name);
+    return sb_secrets_derive(purpose, out);
 }
 
 static const sb_host_api_t host_api = {
@@ -268,41 +265,6 @@ static const sb_host_api_t host_api = {
     .thread_messages = host_thread_messages,
     .secret_key = host_secret_key,
 };
-
-/*
- * The installation's master key: 32 random bytes in <data_dir>/secret.key,
- * made on first start.  Plugins get keys derived from it, so tokens they
- * sign stay valid across workers and restarts.
- */
-static int loader_master_key(const char *data_dir)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/secret.key", data_dir);
-    mkdir(data_dir, 0700);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
-        unsigned char key[32];
-        randombytes_buf(key, sizeof(key));
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0 && write(fd, key, sizeof(key)) == (ssize_t)sizeof(key)) {
-            memcpy(host.master_key, key, sizeof(key));
-            host.have_key = 1;
-        }
-        sodium_memzero(key, sizeof(key));
-        if (fd >= 0)
-            close(fd);
-        return host.have_key ? 0 : SB_EIO;
-    }
-    if (fd < 0 || read(fd, host.master_key, sizeof(host.master_key)) != 32) {
-        sb_log(SB_LOG_WARNING, NULL, "could not read the key file \"%s\"", path);
-        if (fd >= 0)
-            close(fd);
-        return SB_EIO;
-    }
-    close(fd);
-    host.have_key = 1;
-    return 0;
-}
 
 /* ======================== loading ======================== */
 
@@ -480,9 +442,6 @@ int sb_plugins_load(const sb_config_t *cfg)
     int rc = 0;
 
     host.cfg = cfg;
-    if (n > 0 && loader_master_key(cfg->data_dir) != 0)
-        sb_log(SB_LOG_WARNING, NULL, "plugins get no secret key: data_dir \"%s\" is not usable",
-               cfg->data_dir);
     for (size_t i = 0; i < n; i++) {
         int required = sb_config_list_has(cfg->plugins_required, names[i]);
         if (loader_load_one(cfg->plugins_dir, names[i]) != 0 && required) {
@@ -587,6 +546,25 @@ int sb_plugins_senders(char *out, size_t len)
     if (k < len)
         snprintf(out + k, len - k, "}");
     return n;
+}
+
+int sb_plugins_validate(const char *type, const char *settings_json, char *field, size_t field_len,
+                        char *message, size_t message_len)
+{
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (strcmp(p->name, type) != 0)
+            continue;
+        /* A 1.0 descriptor ends before validate_settings. */
+        if (p->desc->size < offsetof(sb_plugin_t, validate_settings) + sizeof(void *) ||
+            p->desc->validate_settings == NULL)
+            return 0;
+        return p->desc->validate_settings(p, settings_json, field, field_len, message,
+                                          message_len) == 0
+                   ? 0
+                   : SB_EINVAL;
+    }
+    return SB_ENOENT;
 }
 
 void sb_plugins_event(const char *json)

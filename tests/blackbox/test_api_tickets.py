@@ -325,6 +325,46 @@ def test_full_text_search_without_matches(env, search_tickets):
     assert numbers(env.ann, q="xylophonequartz") == []
 
 
+@pytest.mark.parametrize("q", ["a & b", "!", "'", ":*", "(", "hello | x", "\\", "%", "<->",
+                               "foo:*", "!!(", "a' OR '1'='1"])
+def test_full_text_search_takes_any_text(env, q):
+    # search words are data, never tsquery syntax or SQL
+    r = env.viewer.get(TK, q=q)
+    expect(r, 200)
+
+
+# ---------------------------------------------------------------------------
+# concurrency
+# ---------------------------------------------------------------------------
+
+def test_concurrent_creates_get_distinct_numbers(env):
+    import threading
+    tag = "conc-" + rand_suffix(5)
+    results, errors = [], []
+
+    def worker(i):
+        try:
+            r = env.ann.post(TK, {"subject": f"concurrent {i}",
+                                  "customer": {"email": f"same-{tag}@example.com"},
+                                  "message": {"text": "race"}, "tags": [tag]})
+            results.append(r)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    docs = [expect(r, 201) for r in results]
+    nums = sorted(d["number"] for d in docs)
+    assert len(set(nums)) == 12 and nums == list(range(nums[0], nums[0] + 12)), nums
+    # one customer, however the first tickets of a new email raced
+    assert len({d["customer"]["id"] for d in docs}) == 1
+    assert sorted(numbers(env.ann, tag=tag)) == nums
+
+
 # ---------------------------------------------------------------------------
 # changes: fields, optimistic locking, lifecycle
 # ---------------------------------------------------------------------------

@@ -10,4 +10,4 @@ static int failing_init(sb_plugin_ctx_t *p, const sb_host_api_t *api)
     return SB_EINVAL;
 }
 
-SB_PLUGIN_DEFINE("failing_init", "1.0", failing_init, NULL, NULL, NULL)
+SB_PLUGIN_DEFINE(.name = "failing_init", .version = "1.0", .init = failing_init)
