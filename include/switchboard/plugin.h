@@ -219,6 +219,12 @@ typedef struct sb_host_api {
                            const char *thread_key, int64_t after, sb_plugin_json_cb cb, void *data);
     /* A 32-byte secret of this plugin, the same in every worker and after restarts. */
     int (*secret_key)(sb_plugin_ctx_t *p, unsigned char out[32]);
+    /*
+     * Tells the tenant's agents (their live stream) that the customer of a
+     * thread is typing.  Fire and forget: nothing is stored.
+     */
+    int (*typing)(sb_plugin_ctx_t *p, const char *tenant, const char *channel,
+                  const char *thread_key);
 
     /* Append new members here only. */
 } sb_host_api_t;

@@ -31,9 +31,10 @@ typedef struct visitor {
     char tenant[64];
     char id[CHAT_VISITOR_LEN + 1];
     char name[128];
-    long long last; /* the last message id the visitor has been sent */
-    int fetching;   /* a history fetch is in flight */
-    int refetch;    /* another event arrived meanwhile */
+    long long last;     /* the last message id the visitor has been sent */
+    int fetching;       /* a history fetch is in flight */
+    uint64_t typing_at; /* when the last typing notice went to the agents */
+    int refetch;        /* another event arrived meanwhile */
 } visitor_t;
 
 typedef struct {
@@ -157,8 +158,15 @@ static void chat_event(sb_plugin_ctx_t *p, const char *json, void *data)
     const char *thread = json_string_value(json_object_get(ev, "thread_key"));
     const char *tenant = json_string_value(json_object_get(ev, "tenant"));
 
-    if (channel && dir && thread && tenant && strcmp(channel, "chat") == 0 &&
-        strcmp(dir, "outbound") == 0) {
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    const char *from = json_string_value(json_object_get(ev, "from"));
+    if (type && from && thread && tenant && channel && strcmp(type, "typing") == 0 &&
+        strcmp(from, "agent") == 0 && strcmp(channel, "chat") == 0) {
+        for (visitor_t *v = visitors; v; v = v->next)
+            if (v->ws && strcmp(v->id, thread) == 0 && strcmp(v->tenant, tenant) == 0)
+                visitor_send(v, json_pack("{s:s}", "type", "typing"));
+    } else if (channel && dir && thread && tenant && strcmp(channel, "chat") == 0 &&
+               strcmp(dir, "outbound") == 0) {
         for (visitor_t *v = visitors; v; v = v->next)
             if (v->ws && strcmp(v->id, thread) == 0 && strcmp(v->tenant, tenant) == 0)
                 visitor_fetch(v);
@@ -207,7 +215,12 @@ static void chat_on_text(sb_ws_t *ws, const char *text, size_t len, void *data)
     if (type == NULL) {
         chat_error(v, NULL, "expected a JSON object with a \"type\"");
     } else if (strcmp(type, "typing") == 0) {
-        /* Accepted; agents' consoles learn it from the stream in a later version. */
+        /* At most one notice a second per visitor: typing sends many. */
+        uint64_t now = uv_now(api->loop(chat_ctx));
+        if (now - v->typing_at >= 1000) {
+            v->typing_at = now;
+            api->typing(chat_ctx, v->tenant, "chat", v->id);
+        }
     } else if (strcmp(type, "message") != 0) {
         chat_error(v, cid, "unknown type");
     } else if (cid == NULL || strlen(cid) == 0 || strlen(cid) > CHAT_CLIENT_ID_MAX) {

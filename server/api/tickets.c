@@ -607,6 +607,20 @@ static void call_ok_row(int status, PGresult *const *res, int n, void *data)
     sb_api_respond_row(call->req, 200, res[n - 1]);
 }
 
+static void call_typing_done(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    if (status != 0) {
+        ticket_fail(call, status, res, n);
+        return;
+    }
+    if (PQgetisnull(res[0], 0, 0)) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such resource");
+        return;
+    }
+    sb_http_respond(call->req, 204, NULL, "", 0);
+}
+
 static void message_add_run(sb_api_call_t *call)
 {
     /* $1 number, $2 direction, $3 text, $4 html */
@@ -772,6 +786,38 @@ static int ticket_merge(sb_http_req_t *req, void *data)
                         ticket_merge_run, m);
 }
 
+/* POST .../tickets/{number}/typing: tells the customer's channel (the
+ * chat widget) that an agent is typing.  Nothing is stored. */
+static void typing_run(sb_api_call_t *call)
+{
+    static const char sql[] =
+        "SELECT CASE WHEN t.id IS NULL THEN NULL ELSE '{}' END,"
+        " pg_notify('switchboard_events', json_build_object('tenant_id', t.tenant_id,"
+        "  'tenant', (SELECT slug FROM tenants WHERE id = t.tenant_id), 'type', 'typing',"
+        "  'from', 'agent', 'channel', t.channel, 'thread_key', t.thread_key,"
+        "  'ticket', t.number, 'at', now())::text)"
+        " FROM (SELECT 1) one LEFT JOIN tickets t"
+        "  ON t.tenant_id = sb_tenant() AND t.number = $1::bigint";
+    sb_db_stmt_t s = {sql, 1, call->data};
+    if (sb_api_tx(call, &s, 1, call_typing_done) != 0)
+        sb_api_respond_unavailable(call->req);
+}
+
+static int ticket_typing(sb_http_req_t *req, void *data)
+{
+    static const sb_api_field_t no_fields[] = {{NULL, 0, 0, 0, NULL}};
+    const char *number = sb_api_path_id(req, "number");
+    json_t *body = sb_http_req_json(req);
+    if (number == NULL)
+        return SB_ENOENT;
+    /* No body, or an empty object: there is nothing to say but "typing". */
+    if (body && sb_api_check(req, body, NULL, no_fields) != 0)
+        return 0;
+    const char **p = sb_pool_alloc(sb_http_req_pool(req), sizeof(char *));
+    p[0] = number;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_AGENT, typing_run, p);
+}
+
 int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api)
 {
     int rc = 0;
@@ -781,6 +827,7 @@ int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api)
     rc |= sb_router_add(r, "PATCH", TICKETS "/{number}", SB_ROUTE_JSON, ticket_patch, api);
     rc |= sb_router_add(r, "POST", TICKETS "/{number}/messages", SB_ROUTE_JSON, message_add, api);
     rc |= sb_router_add(r, "GET", TICKETS "/{number}/events", 0, events_list, api);
+    rc |= sb_router_add(r, "POST", TICKETS "/{number}/typing", SB_ROUTE_JSON, ticket_typing, api);
     rc |= sb_router_add(r, "POST", TICKETS "/{number}/merge", SB_ROUTE_JSON, ticket_merge, api);
     return rc ? SB_EINVAL : 0;
 }

@@ -701,7 +701,9 @@ static int req_parse_json(sb_http_req_t *req)
     http_conn_t *c = req->conn;
     json_error_t jerr;
 
-    if (c->body.len == 0 && !(c->parser.flags & (F_CHUNKED | F_CONTENTLENGTH)))
+    /* No body at all, or an empty one that claims no type: nothing to parse. */
+    if (c->body.len == 0 && (!(c->parser.flags & (F_CHUNKED | F_CONTENTLENGTH)) ||
+                             sb_http_req_header(req, "content-type") == NULL))
         return 0;
     if (!req_is_json(sb_http_req_header(req, "content-type"))) {
         sb_http_respond_error(req, 415, "unsupported_media_type",

@@ -240,6 +240,29 @@ static int host_secret_key(sb_plugin_ctx_t *p, unsigned char out[32])
     return sb_secrets_derive(purpose, out);
 }
 
+static void host_typing_sent(int status, PGresult *const *res, int n, void *data)
+{
+}
+
+static int host_typing(sb_plugin_ctx_t *p, const char *tenant, const char *channel,
+                       const char *thread_key)
+{
+    static const char sql_tenant[] =
+        "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
+        " WHERE slug = $1), ''), true)";
+    static const char sql_notify[] =
+        "SELECT pg_notify('switchboard_events', json_build_object('tenant_id', sb_tenant(),"
+        " 'tenant', $1::text, 'type', 'typing', 'from', 'customer', 'channel', $2::text,"
+        " 'thread_key', $3::text, 'ticket', (SELECT max(k.number) FROM tickets k"
+        "  WHERE k.tenant_id = sb_tenant() AND k.channel = $2 AND k.thread_key = $3),"
+        " 'at', now())::text) WHERE sb_tenant() IS NOT NULL";
+    const char *params[3] = {tenant, channel, thread_key};
+    sb_db_stmt_t s[2] = {{sql_tenant, 1, params}, {sql_notify, 3, params}};
+    if (host.db == NULL || tenant == NULL || channel == NULL || thread_key == NULL)
+        return SB_EINVAL;
+    return sb_db_query(host.db, s, 2, host_typing_sent, NULL);
+}
+
 static const sb_host_api_t host_api = {
     .abi_major = SB_PLUGIN_ABI_MAJOR,
     .abi_minor = SB_PLUGIN_ABI_MINOR,
@@ -264,6 +287,7 @@ static const sb_host_api_t host_api = {
     .events_subscribe = host_events_subscribe,
     .thread_messages = host_thread_messages,
     .secret_key = host_secret_key,
+    .typing = host_typing,
 };
 
 /* ======================== loading ======================== */

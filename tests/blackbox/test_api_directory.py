@@ -333,6 +333,8 @@ def _concrete(env, p, fixtures):
             out.append(str(fixtures["team"]))
         elif prev in ("agents", "members") or name == "agent":
             out.append(str(fixtures["agent"]))
+        elif prev == "channels":
+            out.append(str(fixtures["channel"]))
         else:
             out.append("987654321")
     return "/".join(out)
@@ -347,6 +349,8 @@ def test_every_documented_route_is_routed(env, openapi):
         "team": expect(env.sup.post(path("teams"), {"name": f"Probe {rand_suffix(4)}"}),
                        201)["id"],
         "agent": env.agt.id,
+        "channel": expect(env.root.post(path("channels"), {
+            "type": "example", "name": f"Probe {rand_suffix(4)}"}), 201)["id"],
     }
     problems = []
     for p, ops in openapi["paths"].items():

@@ -161,3 +161,32 @@ def test_widget_and_demo_page_are_served(chat):
     assert status == 200 and b'<script src="widget.js"' in body
     status, _, _ = srv.request("GET", "/chat/acme/ws")
     assert status == 426
+
+
+def test_typing_both_ways(chat):
+    srv, token, _ = chat
+    from wsclient import WsClient as _Ws
+    stream = _Ws(srv.port, "/api/v1/stream", {"Authorization": f"Bearer {token}"})
+    assert stream.status == 101
+    w, welcome = visitor(srv)
+    assert say(w, "hello", "t1")["type"] == "ack"
+    while stream.recv_json()["type"] != "ticket.created":
+        pass
+    # visitor -> agents' stream
+    w.send_text(json.dumps({"type": "typing"}))
+    ev = stream.recv_json()
+    assert ev["type"] == "typing" and ev["from"] == "customer" and ev["ticket"] == 1, ev
+    assert ev["thread_key"] == welcome["visitor"]
+    # agent -> visitor
+    status, _, body = srv.request("POST", "/api/v1/tenants/acme/tickets/1/typing",
+                                  headers={"Authorization": f"Bearer {token}"})
+    assert status == 204, body
+    while True:
+        m = w.recv_json()
+        if m["type"] == "typing":
+            break
+    status, _, _ = srv.request("POST", "/api/v1/tenants/acme/tickets/99/typing",
+                               headers={"Authorization": f"Bearer {token}"})
+    assert status == 404
+    stream.close()
+    w.close()
