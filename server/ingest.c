@@ -7,18 +7,22 @@
 #include "common.h"
 #include "log.h"
 
+#include <jansson.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define INGEST_ATTEMPTS 3
+#define INGEST_MAX_ATTACHMENT (25u << 20)
 
 typedef struct {
     sb_db_t *db;
     sb_ingest_done_cb done;
     void *data;
     int attempts;
-    const char *params[10];
+    const char *params[11]; /* [10]: the attachments, or NULL */
     sb_buf_t store;
+    sb_buf_t files; /* the attachments' JSON */
 } ingest_t;
 
 static const char sql_tenant[] =
@@ -76,13 +80,24 @@ static const char sql_ingest[] =
     " SELECT sb_tenant() IS NOT NULL,"
     "  coalesce((SELECT number FROM dup), (SELECT number FROM tk)),"
     "  coalesce((SELECT id FROM dup), (SELECT id FROM m)),"
-    "  EXISTS (SELECT 1 FROM dup), (SELECT count(*) FROM n)";
+    "  EXISTS (SELECT 1 FROM dup), (SELECT count(*) FROM n),"
+    "  set_config('switchboard.message_id', coalesce((SELECT id FROM m)::text, ''), true)";
+
+/* The files of a new message ($1: a JSON array with the bytes in base64). */
+static const char sql_attachments[] =
+    "INSERT INTO attachments (tenant_id, message_id, filename, content_type, size, sha256, data)"
+    " SELECT sb_tenant(), current_setting('switchboard.message_id')::bigint, x.filename,"
+    "  x.content_type, x.size, decode(x.sha256, 'hex'), decode(x.data, 'base64')"
+    " FROM json_to_recordset($1::json) AS x(filename text, content_type text, size bigint,"
+    "  sha256 text, data text)"
+    " WHERE current_setting('switchboard.message_id', true) <> ''";
 
 static int ingest_send(ingest_t *in);
 
 static void ingest_free(ingest_t *in)
 {
     sb_buf_free(&in->store);
+    sb_buf_free(&in->files);
     free(in);
 }
 
@@ -122,8 +137,53 @@ static void ingest_done(int status, PGresult *const *res, int n, void *data)
 
 static int ingest_send(ingest_t *in)
 {
-    sb_db_stmt_t s[2] = {{sql_tenant, 1, in->params}, {sql_ingest, 9, in->params + 1}};
-    return sb_db_query(in->db, s, 2, ingest_done, in);
+    sb_db_stmt_t s[3] = {{sql_tenant, 1, in->params},
+                         {sql_ingest, 9, in->params + 1},
+                         {sql_attachments, 1, in->params + 10}};
+    return sb_db_query(in->db, s, in->params[10] ? 3 : 2, ingest_done, in);
+}
+
+/*
+ * The attachments as one JSON array (name, type, size, SHA-256, base64
+ * bytes) in out, or SB_EINVAL for one that is too large or badly named.
+ */
+static int ingest_attachments(const sb_inbound_t *msg, sb_buf_t *out)
+{
+    json_t *list = json_array();
+    int rc = 0;
+
+    for (size_t i = 0; i < msg->nattachments && rc == 0; i++) {
+        const sb_attachment_t *a = &msg->attachments[i];
+        unsigned char hash[crypto_hash_sha256_BYTES];
+        char hex[crypto_hash_sha256_BYTES * 2 + 1];
+        const char *name = a->filename && a->filename[0] ? a->filename : "attachment";
+        const char *type =
+            a->content_type && a->content_type[0] ? a->content_type : "application/octet-stream";
+        if (a->size > INGEST_MAX_ATTACHMENT || strlen(name) > 255 || strlen(type) > 255 ||
+            (a->size > 0 && a->data == NULL)) {
+            rc = SB_EINVAL;
+            break;
+        }
+        crypto_hash_sha256(hash, a->data, a->size);
+        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+        size_t b64len = sodium_base64_ENCODED_LEN(a->size, sodium_base64_VARIANT_ORIGINAL);
+        char *b64 = sb_xmalloc(b64len);
+        sodium_bin2base64(b64, b64len, a->data, a->size, sodium_base64_VARIANT_ORIGINAL);
+        json_t *item = json_pack("{s:s,s:s,s:I,s:s,s:s}", "filename", name, "content_type", type,
+                                 "size", (json_int_t)a->size, "sha256", hex, "data", b64);
+        free(b64);
+        if (item == NULL) /* a name that is not UTF-8 */
+            rc = SB_EINVAL;
+        else
+            json_array_append_new(list, item);
+    }
+    if (rc == 0) {
+        char *text = json_dumps(list, JSON_COMPACT);
+        sb_buf_puts(out, text);
+        free(text);
+    }
+    json_decref(list);
+    return rc;
 }
 
 static int ingest_field_ok(const char *s, size_t max, int required)
@@ -163,6 +223,14 @@ int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void
     }
     for (int i = 0; i < 10; i++)
         in->params[i] = src[i] ? in->store.data + offs[i] : NULL;
+    if (msg->nattachments > 0) {
+        sb_buf_init(&in->files);
+        if (ingest_attachments(msg, &in->files) != 0) {
+            ingest_free(in);
+            return SB_EINVAL;
+        }
+        in->params[10] = in->files.data;
+    }
     int rc = ingest_send(in);
     if (rc != 0) {
         ingest_free(in);

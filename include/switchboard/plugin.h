@@ -95,6 +95,14 @@ typedef void (*sb_plugin_json_cb)(sb_plugin_ctx_t *p, int status, const char *js
 
 /* ======================== inbound ======================== */
 
+/* A file that came with a message.  At most 25 MiB each. */
+typedef struct sb_attachment {
+    const char *filename;     /* as the sender named it (UTF-8), or NULL */
+    const char *content_type; /* e.g. "image/png"; NULL: application/octet-stream */
+    const void *data;
+    size_t size;
+} sb_attachment_t;
+
 /*
  * A message a channel received, normalised.  Strings are UTF-8; NULL where
  * optional.  The host copies everything before ingest() returns.
@@ -110,6 +118,9 @@ typedef struct sb_inbound {
     const char *subject;        /* optional: the new ticket's subject */
     const char *text;           /* the body as plain text */
     const char *html;           /* optional */
+    /* ABI 1.1: files that came with the message (copied like the rest). */
+    const struct sb_attachment *attachments;
+    size_t nattachments;
 } sb_inbound_t;
 
 /* What ingest() committed (valid until the callback returns). */

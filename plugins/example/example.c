@@ -6,7 +6,8 @@
  * has no sender verification.
  *
  *   POST /hooks/{tenant}/example?from=IDENTITY&id=MESSAGE_ID[&thread=KEY][&name=NAME]
- *   body: the message text (text/plain, UTF-8)
+ *   body: the message text (text/plain, UTF-8), or any other type: then the
+ *   body is stored as an attachment named by &filename=
  *   -> 200 "stored N" / "duplicate N" (N: the ticket number), 400, 404, 503
  *
  * Replies are "sent" by appending a line to the file named by the setting
@@ -48,6 +49,9 @@ static int example_hook(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data)
 {
     size_t len;
     const char *text = api->req_body(req, &len);
+    const char *ctype = api->req_header(req, "content-type");
+    sb_attachment_t file = {api->req_query(req, "filename"), ctype, text, len};
+    int is_file = ctype && strncmp(ctype, "text/plain", 10) != 0;
     sb_inbound_t m = {
         .tenant = api->req_param(req, "tenant"),
         .channel = "example",
@@ -56,12 +60,15 @@ static int example_hook(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data)
         .identity_value = api->req_query(req, "from"),
         .sender_name = api->req_query(req, "name"),
         .thread_key = api->req_query(req, "thread"),
-        .text = text,
+        .text = is_file ? "(a file)" : text,
+        .attachments = is_file ? &file : NULL,
+        .nattachments = is_file ? 1 : 0,
     };
 
     if (!example_enabled)
         return SB_DECLINED;
-    if (m.external_id == NULL || m.identity_value == NULL || len == 0 || strlen(text) != len) {
+    if (m.external_id == NULL || m.identity_value == NULL || len == 0 ||
+        (!is_file && strlen(text) != len)) {
         api->respond(req, 400, "text/plain", "need ?from=, ?id= and a text body\n", 34);
         return 0;
     }

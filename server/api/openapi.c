@@ -53,6 +53,8 @@ static const openapi_op_t openapi_ops[] = {
      "tickets", "MessageCreate", 201, "Message", 0},
     {"GET", T "/tickets/{number}/events", "The ticket's audit trail", "tickets", NULL, 200, "List",
      0},
+    {"GET", T "/tickets/{number}/attachments/{id}", "An attachment's bytes (as a download)",
+     "tickets", NULL, 200, NULL, 0},
     {"POST", T "/tickets/{number}/typing", "Show the customer that an agent is typing (chat)",
      "tickets", NULL, 204, NULL, 0},
     {"POST", T "/tickets/{number}/merge", "Merge this ticket into another", "tickets", "Merge", 200,

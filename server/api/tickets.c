@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -786,6 +787,68 @@ static int ticket_merge(sb_http_req_t *req, void *data)
                         ticket_merge_run, m);
 }
 
+/* GET .../tickets/{number}/attachments/{id}: the file's bytes, always as a
+ * download (never rendered by the browser, whatever the sender claimed). */
+static void attachment_got(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    if (status != 0) {
+        ticket_fail(call, status, res, n);
+        return;
+    }
+    const PGresult *r = res[0];
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 2)) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such resource");
+        return;
+    }
+    /* bytea arrives in its text form, "\x" and hex digits. */
+    const char *hex = PQgetvalue(r, 0, 2);
+    size_t hexlen = (size_t)PQgetlength(r, 0, 2);
+    size_t len = 0;
+    unsigned char *bytes = sb_pool_alloc(sb_http_req_pool(call->req), hexlen / 2 + 1);
+    if (hexlen < 2 ||
+        sodium_hex2bin(bytes, hexlen / 2 + 1, hex + 2, hexlen - 2, NULL, &len, NULL) != 0) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such resource");
+        return;
+    }
+    char disposition[320];
+    const char *name = PQgetvalue(r, 0, 0);
+    /* Quotes, backslashes and controls cannot break out of the header value. */
+    size_t k = (size_t)snprintf(disposition, sizeof(disposition), "attachment; filename=\"");
+    for (const char *p = name; *p && k < sizeof(disposition) - 3; p++)
+        disposition[k++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
+    disposition[k++] = '"';
+    disposition[k] = '\0';
+    sb_http_res_header(call->req, "Content-Disposition", disposition);
+    sb_http_res_header(call->req, "X-Content-Type-Options", "nosniff");
+    const char *type = PQgetvalue(r, 0, 1);
+    int safe = strpbrk(type, "\r\n") == NULL;
+    sb_http_respond(call->req, 200, safe ? type : "application/octet-stream", bytes, len);
+}
+
+static void attachment_get_run(sb_api_call_t *call)
+{
+    static const char sql[] =
+        "SELECT a.filename, a.content_type, a.data FROM attachments a"
+        " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id"
+        " JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
+        " WHERE a.tenant_id = sb_tenant() AND t.number = $1::bigint AND a.id = $2::bigint";
+    sb_db_stmt_t s = {sql, 2, call->data};
+    if (sb_api_tx(call, &s, 1, attachment_got) != 0)
+        sb_api_respond_unavailable(call->req);
+}
+
+static int attachment_get(sb_http_req_t *req, void *data)
+{
+    const char **p = sb_pool_alloc(sb_http_req_pool(req), 2 * sizeof(char *));
+    p[0] = sb_api_path_id(req, "number");
+    p[1] = sb_api_path_id(req, "id");
+    if (p[0] == NULL || p[1] == NULL)
+        return SB_ENOENT;
+    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER,
+                        attachment_get_run, p);
+}
+
 /* POST .../tickets/{number}/typing: tells the customer's channel (the
  * chat widget) that an agent is typing.  Nothing is stored. */
 static void typing_run(sb_api_call_t *call)
@@ -827,6 +890,7 @@ int sb_api_ticket_routes_add(sb_router_t *r, sb_api_t *api)
     rc |= sb_router_add(r, "PATCH", TICKETS "/{number}", SB_ROUTE_JSON, ticket_patch, api);
     rc |= sb_router_add(r, "POST", TICKETS "/{number}/messages", SB_ROUTE_JSON, message_add, api);
     rc |= sb_router_add(r, "GET", TICKETS "/{number}/events", 0, events_list, api);
+    rc |= sb_router_add(r, "GET", TICKETS "/{number}/attachments/{id}", 0, attachment_get, api);
     rc |= sb_router_add(r, "POST", TICKETS "/{number}/typing", SB_ROUTE_JSON, ticket_typing, api);
     rc |= sb_router_add(r, "POST", TICKETS "/{number}/merge", SB_ROUTE_JSON, ticket_merge, api);
     return rc ? SB_EINVAL : 0;

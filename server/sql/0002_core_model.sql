@@ -321,6 +321,11 @@ CREATE FUNCTION sb_message_json(m messages) RETURNS jsonb
     SELECT jsonb_build_object(
         'id', m.id, 'direction', m.direction, 'text', m.body_text, 'html', m.body_html,
         'channel', m.channel, 'delivery_status', m.delivery_status,
+        'attachments', coalesce((SELECT jsonb_agg(jsonb_build_object('id', a.id,
+                                    'filename', a.filename, 'content_type', a.content_type,
+                                    'size', a.size) ORDER BY a.id)
+                                 FROM attachments a
+                                 WHERE a.tenant_id = m.tenant_id AND a.message_id = m.id), '[]'),
         'author', CASE WHEN m.author_agent_id IS NOT NULL
                        THEN jsonb_build_object('kind', 'agent', 'id', m.author_agent_id)
                        WHEN m.author_customer_id IS NOT NULL

@@ -157,3 +157,43 @@ def test_plugin_settings_from_file_and_environment(database, start_server, tmp_p
     srv2 = start_server(database, args=("--config", str(conf)),
                         env={"SWITCHBOARD_EXAMPLE_ENABLED": "true"})
     assert "example webhook enabled" in srv2.log_text()
+
+
+def test_attachment_stored_and_downloaded(database, start_server):
+    migrated(database)
+    srv = start_server(database)
+    png = bytes(range(256)) * 40
+    status, _, body = srv.request(
+        "POST", "/hooks/acme/example?from=u1&id=f1&filename=" + urllib.parse.quote('scan "1".png'),
+        body=png, headers={"Content-Type": "image/png"})
+    assert status == 200 and body.decode().startswith("stored 1"), body
+    out = psql(database, "SELECT filename || '|' || content_type || '|' || size || '|' ||"
+                         " encode(sha256, 'hex') FROM attachments")
+    import hashlib
+    assert out.strip() == f'scan "1".png|image/png|{len(png)}|{hashlib.sha256(png).hexdigest()}'
+    # through the API: listed on the message, downloadable as a file
+    import json as _json
+    cp = run_cli(["agent", "add", "v@acme.example", "--name", "V", "--tenant", "acme",
+                  "--role", "viewer"], env_extra={"SWITCHBOARD_DATABASE_URL": database},
+                 input="secret-pass\n")
+    assert cp.returncode == 0
+    status, _, raw = srv.request("POST", "/api/v1/sessions", body=_json.dumps(
+        {"email": "v@acme.example", "password": "secret-pass"}).encode(),
+        headers={"Content-Type": "application/json"})
+    token = _json.loads(raw)["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    status, _, raw = srv.request("GET", "/api/v1/tenants/acme/tickets/1", headers=auth)
+    att = _json.loads(raw)["messages"][0]["attachments"]
+    assert [(a["filename"], a["size"]) for a in att] == [('scan "1".png', len(png))]
+    status, headers, data = srv.request(
+        "GET", f"/api/v1/tenants/acme/tickets/1/attachments/{att[0]['id']}", headers=auth)
+    assert status == 200 and data == png
+    assert headers["content-disposition"] == 'attachment; filename="scan _1_.png"'
+    assert headers["x-content-type-options"] == "nosniff"
+    status, _, _ = srv.request("GET", "/api/v1/tenants/acme/tickets/2/attachments/1", headers=auth)
+    assert status == 404
+    # a redelivery stores no second copy
+    status, _, body = srv.request("POST", "/hooks/acme/example?from=u1&id=f1&filename=x",
+                                  body=png, headers={"Content-Type": "image/png"})
+    assert body.decode().startswith("duplicate 1")
+    assert psql(database, "SELECT count(*) FROM attachments").strip() == "1"
