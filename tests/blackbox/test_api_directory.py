@@ -325,8 +325,12 @@ def _concrete(env, p, fixtures):
         name, prev = m.group(1), segs[i - 1] if i else ""
         if prev == "tenants" or name in ("tenant", "slug", "t"):
             out.append(T)
+        elif (prev == "tickets" or name == "number") and "/attachments/" in p:
+            out.append(str(fixtures["hook_ticket"]))
         elif prev == "tickets" or name == "number":
             out.append(str(fixtures["ticket"]))
+        elif prev == "attachments":
+            out.append(str(fixtures["attachment"]))
         elif prev == "customers":
             out.append(str(fixtures["customer"]))
         elif prev == "teams":
@@ -352,6 +356,14 @@ def test_every_documented_route_is_routed(env, openapi):
         "channel": expect(env.root.post(path("channels"), {
             "type": "example", "name": f"Probe {rand_suffix(4)}"}), 201)["id"],
     }
+    # An attachment arrives only through a channel: the example webhook.
+    status, _, body = env.srv.request(
+        "POST", f"/hooks/{T}/example?from=probe&id={rand_suffix(8)}&filename=probe.bin",
+        body=b"\x00probe", headers={"Content-Type": "application/octet-stream"})
+    assert status == 200, body
+    fixtures["hook_ticket"] = int(body.split()[1])
+    detail = expect(env.root.get(path(f"tickets/{fixtures['hook_ticket']}")), 200)
+    fixtures["attachment"] = detail["messages"][-1]["attachments"][0]["id"]
     problems = []
     for p, ops in openapi["paths"].items():
         methods = {m.upper() for m in ops if m in HTTP_METHODS}
