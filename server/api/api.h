@@ -81,6 +81,13 @@ const char *sb_api_path_id(sb_http_req_t *req, const char *name);
 /* Responds 503 (with Retry-After): the database could not take the request. */
 void sb_api_respond_unavailable(sb_http_req_t *req);
 
+/*
+ * sb_api_tx callbacks for the common case: answer the last statement's
+ * document with 200 (or 201), or the failure as sb_api_respond_db_error.
+ */
+void sb_api_done_ok(int status, PGresult *const *res, int n, void *call);
+void sb_api_done_created(int status, PGresult *const *res, int n, void *call);
+
 /* Responds with the first column of the first row (a JSON document), or 404. */
 void sb_api_respond_row(sb_http_req_t *req, int status, const PGresult *res);
 

@@ -223,6 +223,26 @@ void sb_api_respond_unavailable(sb_http_req_t *req)
     sb_http_respond_error(req, 503, "unavailable", "the database is unavailable; retry later");
 }
 
+static void call_done_row(int http_status, int status, PGresult *const *res, int n,
+                          sb_api_call_t *call)
+{
+    if (status != 0) {
+        sb_api_respond_db_error(call->req, status, res, n);
+        return;
+    }
+    sb_api_respond_row(call->req, http_status, res[n - 1]);
+}
+
+void sb_api_done_ok(int status, PGresult *const *res, int n, void *call)
+{
+    call_done_row(200, status, res, n, call);
+}
+
+void sb_api_done_created(int status, PGresult *const *res, int n, void *call)
+{
+    call_done_row(201, status, res, n, call);
+}
+
 void sb_api_respond_row(sb_http_req_t *req, int status, const PGresult *res)
 {
     if (res == NULL || PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {

@@ -195,16 +195,6 @@ static int session_delete(sb_http_req_t *req, void *data)
     return sb_api_begin(req, data, NULL, SB_ROLE_NONE, session_delete_next, NULL);
 }
 
-static void call_row(int status, PGresult *const *res, int n, void *data)
-{
-    sb_api_call_t *call = data;
-    if (status != 0) {
-        sb_api_respond_db_error(call->req, status, res, n);
-        return;
-    }
-    sb_api_respond_row(call->req, 200, res[n - 1]);
-}
-
 /* The tenants the agent belongs to (all of them for a platform admin). */
 #define SQL_MY_TENANTS                                                                          \
     "coalesce((SELECT json_agg(json_build_object('slug', t.slug, 'name', t.name,"               \
@@ -221,7 +211,7 @@ static void me_next(sb_api_call_t *call)
         " 'platform_admin', a.is_platform_admin, 'tenants', " SQL_MY_TENANTS ")"
         " FROM agents a WHERE a.id = sb_agent()";
     sb_db_stmt_t s = {sql, 0, NULL};
-    if (sb_api_tx(call, &s, 1, call_row) != 0)
+    if (sb_api_tx(call, &s, 1, sb_api_done_ok) != 0)
         sb_api_respond_unavailable(call->req);
 }
 
@@ -237,7 +227,7 @@ static void tenants_list_next(sb_api_call_t *call)
     static const char sql[] =
         "SELECT json_build_object('items', " SQL_MY_TENANTS ", 'next_cursor', NULL)";
     sb_db_stmt_t s = {sql, 0, NULL};
-    if (sb_api_tx(call, &s, 1, call_row) != 0)
+    if (sb_api_tx(call, &s, 1, sb_api_done_ok) != 0)
         sb_api_respond_unavailable(call->req);
 }
 

@@ -588,26 +588,6 @@ typedef struct {
     const char *params[5];
 } msg_t;
 
-static void call_created_row(int status, PGresult *const *res, int n, void *data)
-{
-    sb_api_call_t *call = data;
-    if (status != 0) {
-        ticket_fail(call, status, res, n);
-        return;
-    }
-    sb_api_respond_row(call->req, 201, res[n - 1]);
-}
-
-static void call_ok_row(int status, PGresult *const *res, int n, void *data)
-{
-    sb_api_call_t *call = data;
-    if (status != 0) {
-        ticket_fail(call, status, res, n);
-        return;
-    }
-    sb_api_respond_row(call->req, 200, res[n - 1]);
-}
-
 static void call_typing_done(int status, PGresult *const *res, int n, void *data)
 {
     sb_api_call_t *call = data;
@@ -650,7 +630,7 @@ static void message_add_run(sb_api_call_t *call)
         "   'channel', m.channel, 'direction', m.direction, 'thread_key', t.thread_key))";
     msg_t *m = call->data;
     sb_db_stmt_t s = {sql, 4, m->params};
-    if (sb_api_tx(call, &s, 1, call_created_row) != 0)
+    if (sb_api_tx(call, &s, 1, sb_api_done_created) != 0)
         sb_api_respond_unavailable(call->req);
 }
 
@@ -693,7 +673,7 @@ static void events_list_run(sb_api_call_t *call)
         " FROM (SELECT 1) one LEFT JOIN tickets t"
         "  ON t.tenant_id = sb_tenant() AND t.number = $1::bigint";
     sb_db_stmt_t s = {sql, 1, call->data};
-    if (sb_api_tx(call, &s, 1, call_ok_row) != 0)
+    if (sb_api_tx(call, &s, 1, sb_api_done_ok) != 0)
         sb_api_respond_unavailable(call->req);
 }
 
