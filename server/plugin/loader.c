@@ -49,6 +49,7 @@ struct sb_plugin_ctx {
     plugin_route_t *routes;
     int initialising;
     int started;
+    sb_buf_t kept; /* copies of the settings handed out: they outlive reloads */
     sb_plugin_event_cb on_event;
     void *event_data;
 };
@@ -71,9 +72,18 @@ static void host_log(sb_plugin_ctx_t *p, sb_log_level_t level, const char *fmt, 
     va_end(ap);
 }
 
+/*
+ * The ABI promises settings "for the process's life", but a reload replaces
+ * the configuration they live in: hand out copies the plugin keeps.
+ */
 static const char *host_config_get(sb_plugin_ctx_t *p, const char *key)
 {
-    return sb_config_plugin_get(host.cfg, p->name, key);
+    const char *v = sb_config_plugin_get(host.cfg, p->name, key);
+    if (v == NULL)
+        return NULL;
+    char *copy = sb_xstrdup(v);
+    sb_buf_append(&p->kept, &copy, sizeof(copy));
+    return copy;
 }
 
 static int host_http_route(sb_plugin_ctx_t *p, const char *method, const char *pattern,
@@ -370,6 +380,9 @@ int sb_plugin_check_file(const char *path, const char *name)
 
 static void loader_ctx_free(sb_plugin_ctx_t *p)
 {
+    for (size_t i = 0; i < p->kept.len / sizeof(char *); i++)
+        free(((char **)(void *)p->kept.data)[i]);
+    sb_buf_free(&p->kept);
     while (p->routes) {
         plugin_route_t *r = p->routes;
         p->routes = r->next;

@@ -107,3 +107,21 @@ def test_api_tickets_have_no_outbox(database, start_server):
     assert status == 201, body
     reply(srv, token, 1, "answer")
     assert psql(database, "SELECT count(*) FROM outbox").strip() == "0"
+
+
+def test_plugin_settings_survive_a_reload(database, start_server, tmp_path):
+    """Workers started by SIGHUP still see the settings plugins read at start."""
+    migrated(database)
+    out = tmp_path / "sent.txt"
+    conf = tmp_path / "switchboard.conf"
+    conf.write_text(f'example = {{ outbox_file = "{out}" }}\n')
+    srv = start_server(database, args=("--config", str(conf)))
+    token = login(srv, database)
+    hook(srv, "acme", "hello", **{"from": "c", "id": "1", "thread": "t"})
+    conf.write_text('example = { outbox_file = "/nonexistent/elsewhere" }\nlog_level = "debug"\n')
+    import signal as _signal
+    srv.send_signal(_signal.SIGHUP)
+    wait_until(lambda: srv.log_text().count("worker started") >= 2, 20, message="new workers")
+    reply(srv, token, 1, "after the reload")
+    wait_until(lambda: len(lines(out)) == 1, 20, message="delivery by a new worker")
+    assert "after the reload" in lines(out)[0]
