@@ -82,6 +82,32 @@ const char *sb_api_path_id(sb_http_req_t *req, const char *name);
 void sb_api_respond_unavailable(sb_http_req_t *req);
 
 /*
+ * A tenant operation of one or two statements (sharing params), answered
+ * from the last statement's first column: status 200 or 201 with that
+ * document, or 204 when it is true (404 otherwise).  SQLSTATEs that mean a
+ * client mistake are answered as the op says; anything else as
+ * sb_api_respond_db_error.  Lives in the request's pool.
+ */
+typedef struct sb_api_op {
+    int status;
+    const char *sql[2];
+    int nparams[2];
+    const char *params[12];
+    char buf[3][32];             /* room for numbers the handler formats */
+    const char *conflict;        /* 23505: 409 with this message */
+    const char *bad_ref_field;   /* 23503: 422 naming this field ... */
+    const char *bad_ref_message; /* ... with this message */
+    const char *bad22;           /* class 22: 422 naming this parameter */
+    void *data;                  /* the handler's own */
+} sb_api_op_t;
+
+sb_api_op_t *sb_api_op_new(sb_http_req_t *req, int status, const char *sql, int nparams);
+/* Adds a second statement to the same transaction. */
+void sb_api_op_then(sb_api_op_t *op, const char *sql, int nparams);
+/* Authenticates for the tenant in the path at role, then runs op. */
+int sb_api_op_begin(sb_http_req_t *req, sb_api_t *api, sb_role_t role, sb_api_op_t *op);
+
+/*
  * sb_api_tx callbacks for the common case: answer the last statement's
  * document with 200 (or 201), or the failure as sb_api_respond_db_error.
  */

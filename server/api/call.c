@@ -223,6 +223,71 @@ void sb_api_respond_unavailable(sb_http_req_t *req)
     sb_http_respond_error(req, 503, "unavailable", "the database is unavailable; retry later");
 }
 
+/* ======================== operations ======================== */
+
+sb_api_op_t *sb_api_op_new(sb_http_req_t *req, int status, const char *sql, int nparams)
+{
+    sb_api_op_t *op = sb_pool_calloc(sb_http_req_pool(req), sizeof(*op));
+    op->status = status;
+    op->sql[0] = sql;
+    op->nparams[0] = nparams;
+    return op;
+}
+
+void sb_api_op_then(sb_api_op_t *op, const char *sql, int nparams)
+{
+    op->sql[1] = sql;
+    op->nparams[1] = nparams;
+}
+
+static void call_op_done(int status, PGresult *const *res, int n, void *data)
+{
+    sb_api_call_t *call = data;
+    sb_api_op_t *op = call->data;
+    const char *st = sb_api_sqlstate(res, n);
+
+    if (status == SB_EDB && op->conflict && strcmp(st, "23505") == 0) {
+        sb_http_respond_error(call->req, 409, "conflict", "%s", op->conflict);
+        return;
+    }
+    if (status == SB_EDB && op->bad_ref_field && strcmp(st, "23503") == 0) {
+        sb_api_respond_invalid(call->req, op->bad_ref_field, "%s", op->bad_ref_message);
+        return;
+    }
+    if (status == SB_EDB && op->bad22 && strncmp(st, "22", 2) == 0) {
+        sb_api_respond_invalid(call->req, op->bad22, "parameter \"%s\" is not valid", op->bad22);
+        return;
+    }
+    if (status != 0) {
+        sb_api_respond_db_error(call->req, status, res, n);
+        return;
+    }
+    const PGresult *last = res[n - 1];
+    if (op->status != 204) {
+        sb_api_respond_row(call->req, op->status, last);
+        return;
+    }
+    if (PQntuples(last) == 0 || strcmp(PQgetvalue(last, 0, 0), "t") != 0) {
+        sb_http_respond_error(call->req, 404, "not_found", "no such resource");
+        return;
+    }
+    sb_http_respond(call->req, 204, NULL, "", 0);
+}
+
+static void call_op_run(sb_api_call_t *call)
+{
+    sb_api_op_t *op = call->data;
+    sb_db_stmt_t s[2] = {{op->sql[0], op->nparams[0], op->params},
+                         {op->sql[1], op->nparams[1], op->params}};
+    if (sb_api_tx(call, s, op->sql[1] ? 2 : 1, call_op_done) != 0)
+        sb_api_respond_unavailable(call->req);
+}
+
+int sb_api_op_begin(sb_http_req_t *req, sb_api_t *api, sb_role_t role, sb_api_op_t *op)
+{
+    return sb_api_begin(req, api, sb_http_req_param(req, "tenant"), role, call_op_run, op);
+}
+
 static void call_done_row(int http_status, int status, PGresult *const *res, int n,
                           sb_api_call_t *call)
 {

@@ -15,53 +15,20 @@
 
 #define TENANT "/api/v1/tenants/{tenant}"
 
-typedef struct {
-    int status;
-    const char *params[8];
-    int nparams;
-    const char *sql;
-    sb_buf_t sealed;
-} chan_op_t;
-
-static void chan_pool_cleanup(void *data)
+static void chan_sealed_free(void *data)
 {
-    chan_op_t *op = data;
-    sb_buf_free(&op->sealed);
+    sb_buf_free(data);
 }
 
-static chan_op_t *chan_op(sb_http_req_t *req, int status, const char *sql, int nparams)
+/* A channel operation; op->data is the buffer the sealed secrets go in. */
+static sb_api_op_t *chan_op(sb_http_req_t *req, int status, const char *sql, int nparams)
 {
-    chan_op_t *op = sb_pool_calloc(sb_http_req_pool(req), sizeof(*op));
-    op->status = status;
-    op->sql = sql;
-    op->nparams = nparams;
-    sb_buf_init(&op->sealed);
-    sb_pool_cleanup_add(sb_http_req_pool(req), chan_pool_cleanup, op);
+    sb_api_op_t *op = sb_api_op_new(req, status, sql, nparams);
+    sb_buf_t *sealed = sb_pool_calloc(sb_http_req_pool(req), sizeof(*sealed));
+    sb_pool_cleanup_add(sb_http_req_pool(req), chan_sealed_free, sealed);
+    op->data = sealed;
+    op->conflict = "a channel with this name exists";
     return op;
-}
-
-static void chan_done(int status, PGresult *const *res, int n, void *data)
-{
-    sb_api_call_t *call = data;
-    chan_op_t *op = call->data;
-
-    if (status == SB_EDB && strcmp(sb_api_sqlstate(res, n), "23505") == 0) {
-        sb_http_respond_error(call->req, 409, "conflict", "a channel with this name exists");
-        return;
-    }
-    if (status != 0) {
-        sb_api_respond_db_error(call->req, status, res, n);
-        return;
-    }
-    sb_api_respond_row(call->req, op->status, res[n - 1]);
-}
-
-static void chan_run(sb_api_call_t *call)
-{
-    chan_op_t *op = call->data;
-    sb_db_stmt_t s = {op->sql, op->nparams, op->params};
-    if (sb_api_tx(call, &s, 1, chan_done) != 0)
-        sb_api_respond_unavailable(call->req);
 }
 
 /*
@@ -69,7 +36,7 @@ static void chan_run(sb_api_call_t *call)
  * the secrets, filling the statement's parameters.  Answers and returns
  * SB_EINVAL on refusal; SB_EIO without a key to seal with.
  */
-static int chan_prepare(sb_http_req_t *req, chan_op_t *op, const char *type, json_t *settings,
+static int chan_prepare(sb_http_req_t *req, sb_api_op_t *op, const char *type, json_t *settings,
                         json_t *secrets, const char **settings_text, const char **secrets_param,
                         const char **names_param)
 {
@@ -121,13 +88,13 @@ static int chan_prepare(sb_http_req_t *req, chan_op_t *op, const char *type, jso
         *names_param = sb_pool_strdup(pool, names.data);
         sb_buf_free(&names);
         char *plain = json_dumps(secrets, JSON_COMPACT);
-        int rc = sb_secrets_seal(plain, strlen(plain), &op->sealed);
+        int rc = sb_secrets_seal(plain, strlen(plain), op->data);
         /* The clear text never outlives this function. */
         memset(plain, 0, strlen(plain));
         free(plain);
         if (rc != 0)
             return SB_EIO;
-        *secrets_param = op->sealed.data;
+        *secrets_param = ((sb_buf_t *)op->data)->data;
     }
     return 0;
 }
@@ -151,7 +118,7 @@ static int channel_create(sb_http_req_t *req, void *data)
 
     if (sb_api_check(req, body, NULL, chan_create_fields) != 0)
         return 0;
-    chan_op_t *op = chan_op(req, 201, sql, 5);
+    sb_api_op_t *op = chan_op(req, 201, sql, 5);
     op->params[0] = json_string_value(json_object_get(body, "type"));
     op->params[1] = json_string_value(json_object_get(body, "name"));
     int rc = chan_prepare(req, op, op->params[0], json_object_get(body, "settings"),
@@ -161,7 +128,7 @@ static int channel_create(sb_http_req_t *req, void *data)
         return 0;
     if (rc != 0)
         return rc;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN, chan_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 static int channel_update(sb_http_req_t *req, void *data)
@@ -196,7 +163,7 @@ static int channel_update(sb_http_req_t *req, void *data)
                                "plugin checks them");
         return 0;
     }
-    chan_op_t *op = chan_op(req, 200, sql, 7);
+    sb_api_op_t *op = chan_op(req, 200, sql, 7);
     op->params[0] = id;
     op->params[1] = json_string_value(json_object_get(body, "name"));
     json_t *active = json_object_get(body, "active");
@@ -209,7 +176,7 @@ static int channel_update(sb_http_req_t *req, void *data)
         return 0;
     if (rc != 0)
         return rc;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN, chan_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 static int channels_list(sb_http_req_t *req, void *data)
@@ -217,8 +184,7 @@ static int channels_list(sb_http_req_t *req, void *data)
     static const char sql[] =
         "SELECT json_build_object('items', coalesce(json_agg(sb_channel_json(c) ORDER BY c.id),"
         " '[]'), 'next_cursor', NULL) FROM channels c WHERE c.tenant_id = sb_tenant()";
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN, chan_run,
-                        chan_op(req, 200, sql, 0));
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, chan_op(req, 200, sql, 0));
 }
 
 static int channel_get(sb_http_req_t *req, void *data)
@@ -228,9 +194,9 @@ static int channel_get(sb_http_req_t *req, void *data)
     const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
-    chan_op_t *op = chan_op(req, 200, sql, 1);
+    sb_api_op_t *op = chan_op(req, 200, sql, 1);
     op->params[0] = id;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN, chan_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 int sb_api_channel_routes_add(sb_router_t *r, sb_api_t *api)

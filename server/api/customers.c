@@ -17,68 +17,16 @@ static const char *const customer_kinds[] = {"external", "internal", NULL};
 static const char *const identity_kinds[] = {"email",     "phone", "chat",  "telegram", "whatsapp",
                                              "messenger", "sms",   "other", NULL};
 
-typedef struct {
-    int status;
-    const char *params[8];
-    char buf[2][32];
-    const char *bad22;     /* the parameter a class-22 error can only come from */
-    int nparams, nparams2; /* of the first and second statement */
-    const char *sql[2];
-    int nsql;
-} cust_op_t;
-
-static void cust_done(int status, PGresult *const *res, int n, void *data)
+/* Every customer operation answers the same mistakes the same way. */
+static sb_api_op_t *cust_op(sb_http_req_t *req, int status, const char *sql1, const char *sql2,
+                            int nparams)
 {
-    sb_api_call_t *call = data;
-    cust_op_t *op = call->data;
-    const char *st = sb_api_sqlstate(res, n);
-
-    if (status == SB_EDB && strcmp(st, "23505") == 0) {
-        sb_http_respond_error(call->req, 409, "conflict",
-                              "that identity or name belongs to another record already");
-        return;
-    }
-    if (status == SB_EDB && strncmp(st, "22", 2) == 0 && op->bad22) {
-        sb_api_respond_invalid(call->req, op->bad22, "parameter \"%s\" is not valid", op->bad22);
-        return;
-    }
-    if (status == SB_EDB && strcmp(st, "23503") == 0) {
-        sb_api_respond_invalid(call->req, "organization",
-                               "field \"organization\" does not name an organization");
-        return;
-    }
-    if (status != 0) {
-        sb_api_respond_db_error(call->req, status, res, n);
-        return;
-    }
-    sb_api_respond_row(call->req, op->status, res[n - 1]);
-}
-
-static void cust_run(sb_api_call_t *call)
-{
-    cust_op_t *op = call->data;
-    sb_db_stmt_t s[2];
-    for (int i = 0; i < op->nsql; i++)
-        s[i] = (sb_db_stmt_t){op->sql[i], i ? op->nparams2 : op->nparams, op->params};
-    if (sb_api_tx(call, s, op->nsql, cust_done) != 0)
-        sb_api_respond_unavailable(call->req);
-}
-
-static int cust_begin(sb_http_req_t *req, void *data, sb_role_t role, cust_op_t *op)
-{
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), role, cust_run, op);
-}
-
-static cust_op_t *cust_op(sb_http_req_t *req, int status, const char *sql1, const char *sql2,
-                          int nparams)
-{
-    cust_op_t *op = sb_pool_calloc(sb_http_req_pool(req), sizeof(*op));
-    op->status = status;
-    op->sql[0] = sql1;
-    op->sql[1] = sql2;
-    op->nsql = sql2 ? 2 : 1;
-    op->nparams = nparams;
-    op->nparams2 = nparams;
+    sb_api_op_t *op = sb_api_op_new(req, status, sql1, nparams);
+    if (sql2)
+        sb_api_op_then(op, sql2, nparams);
+    op->conflict = "that identity or name belongs to another record already";
+    op->bad_ref_field = "organization";
+    op->bad_ref_message = "field \"organization\" does not name an organization";
     return op;
 }
 
@@ -118,7 +66,7 @@ static int customers_list(sb_http_req_t *req, void *data)
         "     AND i.customer_id = c.id AND strpos(lower(i.value), lower($1)) > 0))"
         "   AND ($3::text IS NULL OR c.id < sb_cursor_part($3, 2)::bigint)"
         "   ORDER BY c.id DESC LIMIT $2::int + 1) x) p";
-    cust_op_t *op = cust_op(req, 200, sql, NULL, 3);
+    sb_api_op_t *op = cust_op(req, 200, sql, NULL, 3);
     op->bad22 = "cursor";
     const char *limit = sb_http_req_query(req, "limit");
     char *end;
@@ -137,7 +85,7 @@ static int customers_list(sb_http_req_t *req, void *data)
         sb_api_respond_invalid(req, "q", "parameter is longer than 200 characters");
         return 0;
     }
-    return cust_begin(req, data, SB_ROLE_VIEWER, op);
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
 }
 
 static const sb_api_field_t identity_fields[] = {
@@ -195,8 +143,8 @@ static int customer_create(sb_http_req_t *req, void *data)
         if (sb_api_check(req, item, field, identity_fields) != 0)
             return 0;
     }
-    cust_op_t *op = cust_op(req, 201, sql_add, sql_out, 6);
-    op->nparams2 = 0;
+    sb_api_op_t *op = cust_op(req, 201, sql_add, sql_out, 6);
+    op->nparams[1] = 0;
     op->params[0] = json_string_value(json_object_get(body, "name"));
     op->params[1] = json_string_value(json_object_get(body, "kind"));
     op->params[2] = json_string_value(json_object_get(body, "tier"));
@@ -205,7 +153,7 @@ static int customer_create(sb_http_req_t *req, void *data)
     char *text = ids ? json_dumps(ids, JSON_COMPACT) : NULL;
     op->params[5] = sb_pool_strdup(sb_http_req_pool(req), text ? text : "[]");
     free(text);
-    return cust_begin(req, data, SB_ROLE_AGENT, op);
+    return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
 static int customer_get(sb_http_req_t *req, void *data)
@@ -214,9 +162,9 @@ static int customer_get(sb_http_req_t *req, void *data)
     const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
-    cust_op_t *op = cust_op(req, 200, sql, NULL, 1);
+    sb_api_op_t *op = cust_op(req, 200, sql, NULL, 1);
     op->params[0] = id;
-    return cust_begin(req, data, SB_ROLE_VIEWER, op);
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
 }
 
 static int customer_update(sb_http_req_t *req, void *data)
@@ -243,8 +191,8 @@ static int customer_update(sb_http_req_t *req, void *data)
         return SB_ENOENT;
     if (sb_api_check(req, body, NULL, fields) != 0)
         return 0;
-    cust_op_t *op = cust_op(req, 200, sql_upd, sql_out, 7);
-    op->nparams2 = 1;
+    sb_api_op_t *op = cust_op(req, 200, sql_upd, sql_out, 7);
+    op->nparams[1] = 1;
     op->params[0] = id;
     op->params[1] = json_string_value(json_object_get(body, "name"));
     op->params[2] = json_string_value(json_object_get(body, "kind"));
@@ -252,7 +200,7 @@ static int customer_update(sb_http_req_t *req, void *data)
     op->params[4] = json_string_value(json_object_get(body, "language"));
     op->params[5] = json_object_get(body, "organization") ? "true" : "false";
     op->params[6] = cust_int(body, "organization", op->buf[0], sizeof(op->buf[0]));
-    return cust_begin(req, data, SB_ROLE_AGENT, op);
+    return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
 static int identity_add(sb_http_req_t *req, void *data)
@@ -270,11 +218,11 @@ static int identity_add(sb_http_req_t *req, void *data)
         return SB_ENOENT;
     if (sb_api_check(req, body, NULL, identity_fields) != 0)
         return 0;
-    cust_op_t *op = cust_op(req, 201, sql, NULL, 3);
+    sb_api_op_t *op = cust_op(req, 201, sql, NULL, 3);
     op->params[0] = id;
     op->params[1] = json_string_value(json_object_get(body, "kind"));
     op->params[2] = json_string_value(json_object_get(body, "value"));
-    return cust_begin(req, data, SB_ROLE_AGENT, op);
+    return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
 static int customer_merge(sb_http_req_t *req, void *data)
@@ -315,14 +263,14 @@ static int customer_merge(sb_http_req_t *req, void *data)
         return SB_ENOENT;
     if (sb_api_check(req, body, NULL, fields) != 0)
         return 0;
-    cust_op_t *op = cust_op(req, 200, sql_merge, sql_out, 2);
+    sb_api_op_t *op = cust_op(req, 200, sql_merge, sql_out, 2);
     op->params[0] = id;
     op->params[1] = cust_int(body, "into", op->buf[0], sizeof(op->buf[0]));
     if (strcmp(op->params[0], op->params[1]) == 0) {
         sb_api_respond_invalid(req, "into", "a customer cannot be merged into itself");
         return 0;
     }
-    return cust_begin(req, data, SB_ROLE_AGENT, op);
+    return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
 /* ======================== organizations ======================== */
@@ -333,7 +281,7 @@ static int organizations_list(sb_http_req_t *req, void *data)
         "SELECT json_build_object('items', coalesce(json_agg(json_build_object('id', o.id,"
         " 'name', o.name) ORDER BY o.name), '[]'), 'next_cursor', NULL)"
         " FROM organizations o WHERE o.tenant_id = sb_tenant()";
-    return cust_begin(req, data, SB_ROLE_VIEWER, cust_op(req, 200, sql, NULL, 0));
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, cust_op(req, 200, sql, NULL, 0));
 }
 
 static int organization_create(sb_http_req_t *req, void *data)
@@ -348,9 +296,9 @@ static int organization_create(sb_http_req_t *req, void *data)
     json_t *body = sb_http_req_json(req);
     if (sb_api_check(req, body, NULL, fields) != 0)
         return 0;
-    cust_op_t *op = cust_op(req, 201, sql, NULL, 1);
+    sb_api_op_t *op = cust_op(req, 201, sql, NULL, 1);
     op->params[0] = json_string_value(json_object_get(body, "name"));
-    return cust_begin(req, data, SB_ROLE_AGENT, op);
+    return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
 int sb_api_customer_routes_add(sb_router_t *r, sb_api_t *api)

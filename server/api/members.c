@@ -16,81 +16,21 @@
 
 static const char *const member_roles[] = {"admin", "supervisor", "agent", "viewer", NULL};
 
-/* Answers a finished transaction: conflicts, bad references, or the last row. */
-typedef struct {
-    int status;            /* on success */
-    const char *conflict;  /* message for 23505 */
-    const char *bad_field; /* field named for 23503 */
-    const char **params;
-    char buf[3][32];
-} members_op_t;
-
-static void members_done(int status, PGresult *const *res, int n, void *data)
-{
-    sb_api_call_t *call = data;
-    members_op_t *op = call->data;
-    const char *st = sb_api_sqlstate(res, n);
-
-    if (status == SB_EDB && strcmp(st, "23505") == 0 && op->conflict) {
-        sb_http_respond_error(call->req, 409, "conflict", "%s", op->conflict);
-        return;
-    }
-    if (status == SB_EDB && strcmp(st, "23503") == 0 && op->bad_field) {
-        sb_api_respond_invalid(call->req, op->bad_field, "field \"%s\" does not name a member",
-                               op->bad_field);
-        return;
-    }
-    if (status != 0) {
-        sb_api_respond_db_error(call->req, status, res, n);
-        return;
-    }
-    const PGresult *last = res[n - 1];
-    if (op->status == 204) {
-        if (PQntuples(last) == 0 || strcmp(PQgetvalue(last, 0, 0), "t") != 0) {
-            sb_http_respond_error(call->req, 404, "not_found", "no such resource");
-            return;
-        }
-        sb_http_respond(call->req, 204, NULL, "", 0);
-        return;
-    }
-    sb_api_respond_row(call->req, op->status, last);
-}
-
-static members_op_t *members_op(sb_http_req_t *req, int status, int nparams)
-{
-    members_op_t *op = sb_pool_calloc(sb_http_req_pool(req), sizeof(*op));
-    op->status = status;
-    op->params = sb_pool_calloc(sb_http_req_pool(req), sizeof(char *) * (size_t)(nparams + 1));
-    return op;
-}
-
-/* Runs one SQL statement of a members operation inside the tenant. */
-#define MEMBERS_RUN(fn, sql, nparams)                  \
-    static void fn(sb_api_call_t *call)                \
-    {                                                  \
-        members_op_t *op = call->data;                 \
-        sb_db_stmt_t s = {sql, nparams, op->params};   \
-        if (sb_api_tx(call, &s, 1, members_done) != 0) \
-            sb_api_respond_unavailable(call->req);     \
-    }
-
 /* ======================== agents ======================== */
 
 #define SQL_AGENT_JSON(a, m)                                                      \
     "json_build_object('id', " a ".id, 'name', " a ".name, 'email', " a ".email," \
     " 'role', " m ".role, 'active', " a ".active)"
 
-MEMBERS_RUN(agents_list_run,
-            "SELECT json_build_object('items', coalesce(json_agg(" SQL_AGENT_JSON(
-                "a", "m") " ORDER BY a.id), '[]'), 'next_cursor', NULL)"
-                          " FROM memberships m JOIN agents a ON a.id = m.agent_id WHERE "
-                          "m.tenant_id = sb_tenant()",
-            0)
+static const char agents_list_sql[] =
+    "SELECT json_build_object('items', coalesce(json_agg(" SQL_AGENT_JSON(
+        "a", "m") " ORDER BY a.id), '[]'), 'next_cursor', NULL)"
+                  " FROM memberships m JOIN agents a ON a.id = m.agent_id WHERE "
+                  "m.tenant_id = sb_tenant()";
 
 static int agents_list(sb_http_req_t *req, void *data)
 {
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER,
-                        agents_list_run, members_op(req, 200, 0));
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, sb_api_op_new(req, 200, agents_list_sql, 0));
 }
 
 typedef struct {
@@ -196,11 +136,10 @@ static int agent_add(sb_http_req_t *req, void *data)
                         a);
 }
 
-MEMBERS_RUN(agent_update_run,
-            "WITH m AS (UPDATE memberships SET role = $2 WHERE tenant_id = sb_tenant()"
-            " AND agent_id = $1::bigint RETURNING *)"
-            " SELECT " SQL_AGENT_JSON("a", "m") " FROM m JOIN agents a ON a.id = m.agent_id",
-            2)
+static const char agent_update_sql[] =
+    "WITH m AS (UPDATE memberships SET role = $2 WHERE tenant_id = sb_tenant()"
+    " AND agent_id = $1::bigint RETURNING *)"
+    " SELECT " SQL_AGENT_JSON("a", "m") " FROM m JOIN agents a ON a.id = m.agent_id";
 
 static int agent_update(sb_http_req_t *req, void *data)
 {
@@ -213,33 +152,29 @@ static int agent_update(sb_http_req_t *req, void *data)
         return SB_ENOENT;
     if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
         return 0;
-    members_op_t *op = members_op(req, 200, 2);
+    sb_api_op_t *op = sb_api_op_new(req, 200, agent_update_sql, 2);
     op->params[0] = id;
     op->params[1] = json_string_value(json_object_get(sb_http_req_json(req), "role"));
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
-                        agent_update_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 /* Removing a member unassigns its tickets first: nothing points at a non-member. */
-MEMBERS_RUN(
-    agent_remove_run,
+static const char agent_remove_sql[] =
     "WITH u AS (UPDATE tickets SET assignee_id = NULL, version = version + 1,"
     "  updated_at = now() WHERE tenant_id = sb_tenant() AND assignee_id = $1::bigint),"
     " tm AS (DELETE FROM team_members WHERE tenant_id = sb_tenant() AND agent_id = $1::bigint),"
     " d AS (DELETE FROM memberships WHERE tenant_id = sb_tenant() AND agent_id = $1::bigint"
     "  RETURNING 1)"
-    " SELECT EXISTS (SELECT 1 FROM d)",
-    1)
+    " SELECT EXISTS (SELECT 1 FROM d)";
 
 static int agent_remove(sb_http_req_t *req, void *data)
 {
     const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
-    members_op_t *op = members_op(req, 204, 1);
+    sb_api_op_t *op = sb_api_op_new(req, 204, agent_remove_sql, 1);
     op->params[0] = id;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
-                        agent_remove_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 /* ======================== teams ======================== */
@@ -249,22 +184,19 @@ static int agent_remove(sb_http_req_t *req, void *data)
     " json_agg(tm.agent_id ORDER BY tm.agent_id) FROM team_members tm"                  \
     " WHERE tm.tenant_id = " t ".tenant_id AND tm.team_id = " t ".id), '[]'))"
 
-MEMBERS_RUN(teams_list_run,
-            "SELECT json_build_object('items', coalesce(json_agg(" SQL_TEAM_JSON(
-                "t") " ORDER BY t.id), '[]'), 'next_cursor', NULL) FROM teams t WHERE t.tenant_id "
-                     "= sb_tenant()",
-            0)
+static const char teams_list_sql[] =
+    "SELECT json_build_object('items', coalesce(json_agg(" SQL_TEAM_JSON(
+        "t") " ORDER BY t.id), '[]'), 'next_cursor', NULL) FROM teams t WHERE t.tenant_id "
+             "= sb_tenant()";
 
 static int teams_list(sb_http_req_t *req, void *data)
 {
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_VIEWER, teams_list_run,
-                        members_op(req, 200, 0));
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, sb_api_op_new(req, 200, teams_list_sql, 0));
 }
 
-MEMBERS_RUN(team_create_run,
-            "WITH t AS (INSERT INTO teams (tenant_id, name) VALUES (sb_tenant(), $1) RETURNING *)"
-            " SELECT json_build_object('id', t.id, 'name', t.name, 'members', '[]'::json) FROM t",
-            1)
+static const char team_create_sql[] =
+    "WITH t AS (INSERT INTO teams (tenant_id, name) VALUES (sb_tenant(), $1) RETURNING *)"
+    " SELECT json_build_object('id', t.id, 'name', t.name, 'members', '[]'::json) FROM t";
 
 static int team_create(sb_http_req_t *req, void *data)
 {
@@ -274,19 +206,17 @@ static int team_create(sb_http_req_t *req, void *data)
     };
     if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
         return 0;
-    members_op_t *op = members_op(req, 201, 1);
+    sb_api_op_t *op = sb_api_op_new(req, 201, team_create_sql, 1);
     op->conflict = "a team with this name exists";
     op->params[0] = json_string_value(json_object_get(sb_http_req_json(req), "name"));
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
-                        team_create_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_SUPERVISOR, op);
 }
 
-MEMBERS_RUN(team_member_add_run,
-            "WITH t AS (SELECT id FROM teams WHERE tenant_id = sb_tenant() AND id = $1::bigint),"
-            " i AS (INSERT INTO team_members (tenant_id, team_id, agent_id)"
-            "  SELECT sb_tenant(), t.id, $2::bigint FROM t ON CONFLICT DO NOTHING)"
-            " SELECT EXISTS (SELECT 1 FROM t)",
-            2)
+static const char team_member_add_sql[] =
+    "WITH t AS (SELECT id FROM teams WHERE tenant_id = sb_tenant() AND id = $1::bigint),"
+    " i AS (INSERT INTO team_members (tenant_id, team_id, agent_id)"
+    "  SELECT sb_tenant(), t.id, $2::bigint FROM t ON CONFLICT DO NOTHING)"
+    " SELECT EXISTS (SELECT 1 FROM t)";
 
 static int team_member_add(sb_http_req_t *req, void *data)
 {
@@ -299,21 +229,20 @@ static int team_member_add(sb_http_req_t *req, void *data)
         return SB_ENOENT;
     if (sb_api_check(req, sb_http_req_json(req), NULL, fields) != 0)
         return 0;
-    members_op_t *op = members_op(req, 204, 2);
-    op->bad_field = "agent";
+    sb_api_op_t *op = sb_api_op_new(req, 204, team_member_add_sql, 2);
+    op->bad_ref_field = "agent";
+    op->bad_ref_message = "field \"agent\" does not name a member";
     op->params[0] = id;
     snprintf(op->buf[0], sizeof(op->buf[0]), "%" JSON_INTEGER_FORMAT,
              json_integer_value(json_object_get(sb_http_req_json(req), "agent")));
     op->params[1] = op->buf[0];
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
-                        team_member_add_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_SUPERVISOR, op);
 }
 
-MEMBERS_RUN(team_member_remove_run,
-            "WITH d AS (DELETE FROM team_members WHERE tenant_id = sb_tenant()"
-            " AND team_id = $1::bigint AND agent_id = $2::bigint RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM d)",
-            2)
+static const char team_member_remove_sql[] =
+    "WITH d AS (DELETE FROM team_members WHERE tenant_id = sb_tenant()"
+    " AND team_id = $1::bigint AND agent_id = $2::bigint RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM d)";
 
 static int team_member_remove(sb_http_req_t *req, void *data)
 {
@@ -321,35 +250,31 @@ static int team_member_remove(sb_http_req_t *req, void *data)
     const char *agent = sb_api_path_id(req, "agent");
     if (id == NULL || agent == NULL)
         return SB_ENOENT;
-    members_op_t *op = members_op(req, 204, 2);
+    sb_api_op_t *op = sb_api_op_new(req, 204, team_member_remove_sql, 2);
     op->params[0] = id;
     op->params[1] = agent;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_SUPERVISOR,
-                        team_member_remove_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_SUPERVISOR, op);
 }
 
 /* ======================== API keys ======================== */
 
-MEMBERS_RUN(api_keys_list_run,
-            "SELECT json_build_object('items', coalesce(json_agg(json_build_object('id', k.id,"
-            " 'name', k.name, 'role', k.role, 'created_at', k.created_at,"
-            " 'revoked_at', k.revoked_at) ORDER BY k.id), '[]'), 'next_cursor', NULL)"
-            " FROM api_keys k WHERE k.tenant_id = sb_tenant()",
-            0)
+static const char api_keys_list_sql[] =
+    "SELECT json_build_object('items', coalesce(json_agg(json_build_object('id', k.id,"
+    " 'name', k.name, 'role', k.role, 'created_at', k.created_at,"
+    " 'revoked_at', k.revoked_at) ORDER BY k.id), '[]'), 'next_cursor', NULL)"
+    " FROM api_keys k WHERE k.tenant_id = sb_tenant()";
 
 static int api_keys_list(sb_http_req_t *req, void *data)
 {
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
-                        api_keys_list_run, members_op(req, 200, 0));
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, sb_api_op_new(req, 200, api_keys_list_sql, 0));
 }
 
 /* The key itself is shown once, in this answer; only its hash is kept. */
-MEMBERS_RUN(api_key_create_run,
-            "WITH k AS (INSERT INTO api_keys (tenant_id, name, key_hash, role)"
-            " VALUES (sb_tenant(), $1, $3::bytea, $2) RETURNING *)"
-            " SELECT json_build_object('id', k.id, 'name', k.name, 'role', k.role,"
-            " 'created_at', k.created_at, 'key', $4::text) FROM k",
-            4)
+static const char api_key_create_sql[] =
+    "WITH k AS (INSERT INTO api_keys (tenant_id, name, key_hash, role)"
+    " VALUES (sb_tenant(), $1, $3::bytea, $2) RETURNING *)"
+    " SELECT json_build_object('id', k.id, 'name', k.name, 'role', k.role,"
+    " 'created_at', k.created_at, 'key', $4::text) FROM k";
 
 static int api_key_create(sb_http_req_t *req, void *data)
 {
@@ -363,7 +288,7 @@ static int api_key_create(sb_http_req_t *req, void *data)
 
     if (sb_api_check(req, body, NULL, fields) != 0)
         return 0;
-    members_op_t *op = members_op(req, 201, 4);
+    sb_api_op_t *op = sb_api_op_new(req, 201, api_key_create_sql, 4);
     char *key = sb_pool_alloc(pool, SB_AUTH_TOKEN_LEN + 1);
     char *hash = sb_pool_alloc(pool, SB_AUTH_HASH_HEX_LEN + 1);
     sb_auth_token_new(key, "sbk_");
@@ -372,25 +297,22 @@ static int api_key_create(sb_http_req_t *req, void *data)
     op->params[1] = json_string_value(json_object_get(body, "role"));
     op->params[2] = hash;
     op->params[3] = key;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
-                        api_key_create_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
-MEMBERS_RUN(api_key_revoke_run,
-            "WITH k AS (UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
-            " WHERE tenant_id = sb_tenant() AND id = $1::bigint RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM k)",
-            1)
+static const char api_key_revoke_sql[] =
+    "WITH k AS (UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
+    " WHERE tenant_id = sb_tenant() AND id = $1::bigint RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM k)";
 
 static int api_key_revoke(sb_http_req_t *req, void *data)
 {
     const char *id = sb_api_path_id(req, "id");
     if (id == NULL)
         return SB_ENOENT;
-    members_op_t *op = members_op(req, 204, 1);
+    sb_api_op_t *op = sb_api_op_new(req, 204, api_key_revoke_sql, 1);
     op->params[0] = id;
-    return sb_api_begin(req, data, sb_http_req_param(req, "tenant"), SB_ROLE_ADMIN,
-                        api_key_revoke_run, op);
+    return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 
 int sb_api_member_routes_add(sb_router_t *r, sb_api_t *api)
