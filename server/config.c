@@ -69,6 +69,9 @@ static const config_key_t config_keys[] = {
     {"db_pool_size", CFG_INT, OFF(db_pool_size), 1, 64},
     {"max_connections", CFG_INT, OFF(max_connections), 16, 1000000},
     {"debug_routes", CFG_BOOL, OFF(debug_routes), 0, 0},
+    {"webhook_allow_private", CFG_BOOL, OFF(webhook_allow_private), 0, 0},
+    {"rules_memory_limit", CFG_SIZE, OFF(rules_memory_limit), 0, 0},
+    {"rules_instruction_limit", CFG_INT, OFF(rules_instruction_limit), 10000, 1000000000},
 };
 #undef OFF
 
@@ -262,6 +265,8 @@ static void config_defaults(sb_config_t *cfg)
     cfg->plugins = NULL;
     cfg->scripts_dir = sb_xstrdup(in_tree ? SB_SOURCE_ROOT "/scripts" : SB_INSTALL_SCRIPTS_DIR);
     cfg->max_body_size = 10u << 20;
+    cfg->rules_memory_limit = 8u << 20;
+    cfg->rules_instruction_limit = 5000000;
     cfg->header_timeout_ms = 10000;
     cfg->read_timeout_ms = 30000;
     cfg->idle_timeout_ms = 60000;

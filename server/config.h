@@ -33,6 +33,9 @@ typedef struct sb_config {
     int db_pool_size;
     int max_connections;
     int debug_routes;
+    int webhook_allow_private;   /* webhooks may reach non-public addresses */
+    size_t rules_memory_limit;   /* per tenant's Lua state */
+    int rules_instruction_limit; /* per handler call */
     /* Plugin settings from the file: <plugin> = { <key> = <value> }. */
     struct sb_config_setting {
         char *section, *key, *value;

@@ -6,6 +6,7 @@
  */
 #include "auth.h"
 #include "cli.h"
+#include "rules/rules.h"
 #include "common.h"
 #include "config.h"
 #include "db/db.h"
@@ -39,6 +40,14 @@ static void main_usage(FILE *out)
         "  agent passwd EMAIL            set an agent's password (from stdin)\n"
         "  admin add EMAIL [--name NAME] make an agent a platform administrator (creating\n"
         "                                it, password on stdin, if needed)\n"
+        "  rules check FILE...           compile rule scripts in the sandbox; report errors\n"
+        "                                and unknown actions with their lines\n"
+        "  rules test FILE... FIXTURES   run the events in JSON fixtures (files or a\n"
+        "                                directory) through the scripts (*.lua); print\n"
+        "                                the actions and check any expectations\n"
+        "  rules replay --tenant SLUG FILE --since DATE\n"
+        "                                run a candidate script over a tenant's past events\n"
+        "                                (read-only) and compare it with the active one\n"
         "\n"
         "Options:\n"
         "  -c, --config FILE  read configuration from FILE (Lua: key = value)\n"
@@ -63,6 +72,12 @@ static void main_usage(FILE *out)
         "  db_pool_size      SWITCHBOARD_DB_POOL_SIZE      connections per worker (4)\n"
         "  max_connections   SWITCHBOARD_MAX_CONNECTIONS   client connections per worker (20000)\n"
         "  debug_routes      SWITCHBOARD_DEBUG_ROUTES      enable /debug/* test routes (false)\n"
+        "  webhook_allow_private   SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE\n"
+        "                    let rules' webhooks reach loopback and private networks (false)\n"
+        "  rules_memory_limit      SWITCHBOARD_RULES_MEMORY_LIMIT\n"
+        "                    memory of a tenant's rules (8MiB)\n"
+        "  rules_instruction_limit SWITCHBOARD_RULES_INSTRUCTION_LIMIT\n"
+        "                    Lua instructions per handler call (5000000)\n"
         "\n"
         "Signals to serve: SIGTERM/SIGINT stop gracefully, SIGHUP reloads the configuration.\n",
         SB_VERSION);
@@ -71,7 +86,7 @@ static void main_usage(FILE *out)
 static int main_migrate(const sb_config_t *cfg)
 {
     int applied = 0;
-    int rc = sb_db_migrate(cfg->database_url, &applied);
+    int rc = sb_db_migrate(cfg->database_url, sb_rules_sync_defaults, &applied);
 
     if (rc != 0)
         return 1;
@@ -111,7 +126,7 @@ static int main_check_schema(const sb_config_t *cfg)
 
 static int main_is_command(const char *s)
 {
-    static const char *const commands[] = {"serve", "migrate", "tenant", "agent", "admin"};
+    static const char *const commands[] = {"serve", "migrate", "tenant", "agent", "admin", "rules"};
     for (size_t i = 0; i < SB_ARRAY_SIZE(commands); i++)
         if (strcmp(s, commands[i]) == 0)
             return 1;
@@ -186,6 +201,8 @@ int main(int argc, char **argv)
         rc = main_migrate(&cfg);
     } else if (strcmp(command, "serve") == 0) {
         rc = main_check_schema(&cfg) != 0 ? 1 : sb_master_run(&cfg);
+    } else if (strcmp(command, "rules") == 0) {
+        rc = sb_rules_cli(&cfg, nrest, rest);
     } else {
         rc = sb_cli_run(&cfg, command, nrest, rest);
     }

@@ -13,6 +13,8 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "plugin/host.h"
+#include "rules/rules.h"
+#include "webhooks.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -51,17 +53,23 @@ static void worker_notified(const char *channel, const char *payload, void *data
 {
     if (strcmp(channel, SB_OUTBOX_CHANNEL) == 0)
         sb_outbox_wake();
+    else if (strcmp(channel, SB_WEBHOOKS_CHANNEL) == 0)
+        sb_webhooks_wake();
     else if (strcmp(channel, SB_EVENTS_CHANNEL) == 0) {
         sb_api_stream_event(payload);
         sb_plugins_event(payload);
-    }
+    } else
+        sb_rules_notified(channel, payload);
 }
 
 /* After a reconnect, notifications may have been missed: look anyway. */
 static void worker_listen_state(int up, void *data)
 {
-    if (up)
+    if (up) {
         sb_outbox_wake();
+        sb_webhooks_wake();
+        sb_rules_notified(NULL, NULL);
+    }
 }
 
 static void worker_close_walk(uv_handle_t *h, void *arg)
@@ -82,6 +90,8 @@ static void worker_drained(sb_http_server_t *srv, void *data)
     worker_t *w = data;
     sb_log_debug(NULL, "worker drained; closing the database pool");
     sb_outbox_stop();
+    sb_rules_stop();
+    sb_webhooks_stop();
     sb_plugins_stop();
     sb_db_close(w->db, worker_db_closed, w);
     w->db = NULL;
@@ -149,8 +159,13 @@ static int worker_setup(worker_t *w)
     }
     sb_plugins_start(&w->loop, w->router, w->db);
     sb_outbox_start(&w->loop, w->db);
-    static const char *const channels[] = {SB_OUTBOX_CHANNEL, SB_EVENTS_CHANNEL};
-    sb_db_listen_start(w->db, channels, 2, worker_notified, worker_listen_state, w);
+    sb_rules_start(&w->loop, w->db, w->cfg);
+    sb_webhooks_start(&w->loop, w->db, w->cfg);
+    static const char *const channels[] = {SB_OUTBOX_CHANNEL, SB_EVENTS_CHANNEL,
+                                           SB_RULES_CHANNEL,  SB_RULE_EVENTS_CHANNEL,
+                                           SB_TIMERS_CHANNEL, SB_WEBHOOKS_CHANNEL};
+    sb_db_listen_start(w->db, channels, SB_ARRAY_SIZE(channels), worker_notified,
+                       worker_listen_state, w);
     w->http = sb_http_server_new(&w->loop, w->router, &hopts);
     return sb_http_server_listen(w->http, (const struct sockaddr *)&w->cfg->listen_addr);
 }

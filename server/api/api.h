@@ -159,6 +159,8 @@ int sb_api_customer_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_openapi_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_stream_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_channel_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_rule_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_compensation_routes_add(sb_router_t *r, sb_api_t *api);
 
 /*
  * Forwards one event (the JSON payload of a NOTIFY on the events channel)

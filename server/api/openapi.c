@@ -76,6 +76,28 @@ static const openapi_op_t openapi_ops[] = {
      "Channel", 0},
     {"PATCH", T "/channels/{id}", "Change a channel's name, settings, secrets or state", "channels",
      "ChannelUpdate", 200, "Channel", 0},
+    {"GET", T "/rules", "The tenant's rule scripts, active versions (admin)", "rules", NULL, 200,
+     "List", 0},
+    {"GET", T "/rules/{name}", "A rule script's active version with its source (admin)", "rules",
+     NULL, 200, "RuleScript", 0},
+    {"PUT", T "/rules/{name}",
+     "Upload a new version: it must compile and load with the tenant's other scripts (422 "
+     "script_invalid with the line otherwise); workers switch to it at once",
+     "rules", "RuleUpload", 200, "RuleScript", 0},
+    {"GET", T "/rules/{name}/versions", "A rule script's history, newest first (admin)", "rules",
+     NULL, 200, "List", 0},
+    {"GET", T "/rules/{name}/versions/{version}", "One version of a rule script (admin)", "rules",
+     NULL, 200, "RuleScript", 0},
+    {"POST", T "/rules/{name}/rollback",
+     "Make an earlier version active again (as a new version, once it loads)", "rules",
+     "RuleRollback", 200, "RuleScript", 0},
+    {"PUT", T "/agents/{id}/away",
+     "Mark an agent away or back (itself, or anyone for supervisors); away raises agent.away for "
+     "each of its open tickets",
+     "teams", "Away", 200, NULL, 0},
+    {"GET", T "/webhooks/key",
+     "The key that signs the tenant's webhooks (X-Switchboard-Signature: sha256=HMAC) (admin)",
+     "rules", NULL, 200, NULL, 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -96,6 +118,26 @@ static const openapi_op_t openapi_ops[] = {
     {"GET", T "/organizations", "Organizations", "customers", NULL, 200, "List", 0},
     {"POST", T "/organizations", "Create an organization", "customers", "OrganizationCreate", 201,
      NULL, 0},
+    {"GET", T "/compensations",
+     "List compensations, newest first (filters ticket, customer, status, from, to; limit, cursor)",
+     "compensations", NULL, 200, "List", 0},
+    {"POST", T "/compensations",
+     "Compensate a ticket's customer or a customer; over the issuer's authority or the monthly "
+     "budget it waits for approval",
+     "compensations", "CompensationCreate", 201, "Compensation", 0},
+    {"GET", T "/compensations/totals",
+     "What was granted (issued or approved) by month, reason, agent and rule, per currency",
+     "compensations", NULL, 200, "CompensationTotals", 0},
+    {"GET", T "/compensations/policy", "Authority limits per role and monthly budgets",
+     "compensations", NULL, 200, "CompensationPolicy", 0},
+    {"PUT", T "/compensations/policy", "Replace the authority limits and monthly budgets",
+     "compensations", "CompensationPolicy", 200, "CompensationPolicy", 0},
+    {"POST", T "/compensations/{id}/approve",
+     "Approve a pending compensation (optional body {\"note\"})", "compensations", NULL, 200,
+     "Compensation", 0},
+    {"POST", T "/compensations/{id}/reject",
+     "Reject a pending compensation (optional body {\"note\"})", "compensations", NULL, 200,
+     "Compensation", 0},
 };
 #undef T
 
@@ -193,6 +235,16 @@ static const struct {
                 "{\"type\":\"string\"},\"name\":{\"type\":\"string\"},\"settings\":{\"type\":"
                 "\"object\"},\"secrets\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
                 "\"endpoints\":{\"type\":\"object\"}}}"},
+    {"RuleUpload", "{\"type\":\"object\",\"required\":[\"source\"],\"additionalProperties\":"
+                   "false,\"properties\":{\"source\":{\"type\":\"string\",\"maxLength\":262144},"
+                   "\"comment\":{\"type\":\"string\",\"maxLength\":500}}}"},
+    {"RuleRollback", "{\"type\":\"object\",\"required\":[\"version\"],\"additionalProperties\""
+                     ":false,\"properties\":{\"version\":{\"type\":\"integer\"}}}"},
+    {"RuleScript", "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+                   "\"version\":{\"type\":\"integer\"},\"source\":{\"type\":\"string\"},"
+                   "\"comment\":{\"type\":\"string\",\"nullable\":true}}}"},
+    {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
+             "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"
                    "\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":200}}}"},
     {"TeamMemberAdd", "{\"type\":\"object\",\"required\":[\"agent\"],\"additionalProperties\":"
@@ -222,6 +274,34 @@ static const struct {
      "\"type\":\"string\"},\"kind\":{\"type\":\"string\"},\"email\":{\"type\":\"string\","
      "\"nullable\":true},\"identities\":{\"type\":\"array\",\"items\":{\"$ref\":"
      "\"#/components/schemas/Identity\"}}}}"},
+    {"CompensationCreate",
+     "{\"type\":\"object\",\"required\":[\"kind\",\"reason\"],\"additionalProperties\":false,"
+     "\"properties\":{\"ticket\":{\"type\":\"integer\"},\"customer\":{\"type\":\"integer\"},"
+     "\"kind\":{\"type\":\"string\",\"enum\":[\"discount\",\"credit\",\"refund\",\"gift\","
+     "\"bonus\"]},\"amount\":{\"type\":\"number\",\"exclusiveMinimum\":true,\"minimum\":0,"
+     "\"nullable\":true},\"currency\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{3}$\"},"
+     "\"description\":{\"type\":\"string\",\"maxLength\":2000},\"reason\":{\"type\":"
+     "\"string\",\"maxLength\":100}}}"},
+    {"Compensation",
+     "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"ticket\":{"
+     "\"type\":\"integer\",\"nullable\":true},\"customer_id\":{\"type\":\"integer\"},"
+     "\"kind\":{\"type\":\"string\"},\"amount\":{\"type\":\"number\",\"nullable\":true},"
+     "\"currency\":{\"type\":\"string\",\"nullable\":true},\"description\":{\"type\":"
+     "\"string\",\"nullable\":true},\"reason\":{\"type\":\"string\"},\"issued_by\":{"
+     "\"type\":\"object\"},\"status\":{\"type\":\"string\",\"enum\":[\"issued\","
+     "\"pending_approval\",\"approved\",\"rejected\"]},\"decided_by\":{\"type\":\"integer\","
+     "\"nullable\":true},\"decided_at\":{\"type\":\"string\",\"format\":\"date-time\","
+     "\"nullable\":true},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"}}}"},
+    {"CompensationTotals",
+     "{\"type\":\"object\",\"properties\":{\"by_month\":{\"type\":\"array\",\"items\":{"
+     "\"type\":\"object\"}},\"by_reason\":{\"type\":\"array\",\"items\":{\"type\":"
+     "\"object\"}},\"by_agent\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}},"
+     "\"by_rule\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}}}}"},
+    {"CompensationPolicy",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{\"authority\":{"
+     "\"type\":\"object\",\"additionalProperties\":{\"type\":\"object\","
+     "\"additionalProperties\":{\"type\":\"number\",\"minimum\":0}}},\"monthly_budget\":{"
+     "\"type\":\"object\",\"additionalProperties\":{\"type\":\"number\",\"minimum\":0}}}}"},
     {"OrganizationCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":"
                            "false,\"properties\":{\"name\":{\"type\":\"string\"}}}"},
 };

@@ -124,11 +124,13 @@ int sb_db_schema_version(void);
 
 /*
  * Applies pending migrations, each in its own transaction, recorded in
- * schema_migrations, under an advisory lock so concurrent runs are safe.
- * Prints one line per migration applied to stdout.  Synchronous.  Returns 0,
- * SB_EUNAVAILABLE or SB_EDB; the reason is logged here.
+ * schema_migrations, under an advisory lock so concurrent runs are safe;
+ * then, still under the lock, calls after (when not NULL) for data that
+ * follows the schema (built-in defaults).  Prints one line per migration
+ * applied to stdout.  Synchronous.  Returns 0, SB_EUNAVAILABLE, SB_EDB or
+ * after's error; the reason is logged here (or by after).
  */
-int sb_db_migrate(const char *conninfo, int *applied);
+int sb_db_migrate(const char *conninfo, int (*after)(PGconn *pg), int *applied);
 
 /*
  * Reads the database's schema version into *version (0 when

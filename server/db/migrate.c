@@ -144,7 +144,7 @@ static int migrate_apply(PGconn *pg, const sb_migration_t *m)
     return rc;
 }
 
-int sb_db_migrate(const char *conninfo, int *applied)
+int sb_db_migrate(const char *conninfo, int (*after)(PGconn *pg), int *applied)
 {
     PGconn *pg = migrate_connect(conninfo);
     int rc;
@@ -182,6 +182,8 @@ int sb_db_migrate(const char *conninfo, int *applied)
             (*applied)++;
         }
     }
+    if (rc == 0 && after)
+        rc = after(pg);
     migrate_exec(pg, "SELECT pg_advisory_unlock(" MIGRATE_LOCK_KEY ")",
                  "release the migration lock");
     PQfinish(pg);

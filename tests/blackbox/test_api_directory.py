@@ -339,6 +339,10 @@ def _concrete(env, p, fixtures):
             out.append(str(fixtures["agent"]))
         elif prev == "channels":
             out.append(str(fixtures["channel"]))
+        elif prev == "rules":
+            out.append("sla")        # every tenant starts with the default scripts
+        elif prev == "versions":
+            out.append("1")
         else:
             out.append("987654321")
     return "/".join(out)
