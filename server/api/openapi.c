@@ -98,6 +98,12 @@ static const openapi_op_t openapi_ops[] = {
     {"GET", T "/webhooks/key",
      "The key that signs the tenant's webhooks (X-Switchboard-Signature: sha256=HMAC) (admin)",
      "rules", NULL, 200, NULL, 0},
+    {"GET", T "/notifications",
+     "The caller's notifications from rules (escalations, warnings), newest first; "
+     "?unread=true for the unread",
+     "rules", NULL, 200, "List", 0},
+    {"POST", T "/notifications/read", "Mark the caller's notifications read (ids, or all)", "rules",
+     "NotificationsRead", 200, NULL, 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -243,6 +249,9 @@ static const struct {
     {"RuleScript", "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
                    "\"version\":{\"type\":\"integer\"},\"source\":{\"type\":\"string\"},"
                    "\"comment\":{\"type\":\"string\",\"nullable\":true}}}"},
+    {"NotificationsRead", "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+                          "\"ids\":{\"type\":\"array\",\"maxItems\":1000,\"items\":{\"type\":"
+                          "\"integer\"}}}}"},
     {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
              "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"

@@ -295,6 +295,65 @@ static int agent_away(sb_http_req_t *req, void *data)
     return sb_api_op_begin(req, data, SB_ROLE_AGENT, op);
 }
 
+/* ======================== notifications ======================== */
+
+/* The caller's notifications from rules, newest first (?unread=true: only those). */
+static int notifications_list(sb_http_req_t *req, void *data)
+{
+    static const char sql[] =
+        "SELECT json_build_object('items', coalesce(json_agg(json_build_object('id', n.id,"
+        " 'ticket', (SELECT t.number FROM tickets t WHERE t.tenant_id = n.tenant_id"
+        "   AND t.id = n.ticket_id), 'text', n.text, 'rule', n.rule,"
+        " 'created_at', n.created_at, 'read_at', n.read_at) ORDER BY n.id DESC), '[]'),"
+        " 'next_cursor', NULL)"
+        " FROM (SELECT * FROM notifications WHERE tenant_id = sb_tenant() AND agent_id = sb_agent()"
+        "  AND (NOT $1::boolean OR read_at IS NULL) ORDER BY id DESC LIMIT 200) n";
+    const char *unread = sb_http_req_query(req, "unread");
+    if (unread && strcmp(unread, "true") != 0 && strcmp(unread, "false") != 0) {
+        sb_api_respond_invalid(req, "unread", "parameter \"unread\" must be true or false");
+        return 0;
+    }
+    sb_api_op_t *op = sb_api_op_new(req, 200, sql, 1);
+    op->params[0] = unread && strcmp(unread, "true") == 0 ? "true" : "false";
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
+}
+
+/* Marks the caller's notifications read: {"ids": [...]}, or all of them without ids. */
+static int notifications_read(sb_http_req_t *req, void *data)
+{
+    static const char sql[] =
+        "WITH u AS (UPDATE notifications SET read_at = now()"
+        " WHERE tenant_id = sb_tenant() AND agent_id = sb_agent() AND read_at IS NULL"
+        " AND ($1::jsonb IS NULL"
+        "  OR id IN (SELECT x::bigint FROM jsonb_array_elements_text($1::jsonb) x))"
+        " RETURNING 1) SELECT json_build_object('read', count(*)) FROM u";
+    static const sb_api_field_t no_other_fields[] = {{NULL, 0, 0, 0, NULL}};
+    json_t *body = sb_http_req_json(req);
+    json_t *ids = json_object_get(body, "ids");
+    json_t *rest = json_is_object(body) ? json_deep_copy(body) : json_incref(body);
+    size_t i;
+    json_t *v;
+
+    json_object_del(rest, "ids");
+    int rc = sb_api_check(req, rest, NULL, no_other_fields);
+    json_decref(rest);
+    if (rc != 0)
+        return 0;
+    int ok = ids == NULL || (json_is_array(ids) && json_array_size(ids) <= 1000);
+    json_array_foreach(ids, i, v) ok = ok && json_is_integer(v) && json_integer_value(v) > 0;
+    if (!ok) {
+        sb_api_respond_invalid(req, "ids", "field \"ids\" must be a list of notification ids");
+        return 0;
+    }
+    sb_api_op_t *op = sb_api_op_new(req, 200, sql, 1);
+    if (ids) {
+        char *text = json_dumps(ids, JSON_COMPACT);
+        op->params[0] = sb_pool_strdup(sb_http_req_pool(req), text);
+        free(text);
+    }
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
+}
+
 /* ======================== webhook key ======================== */
 
 static void webhook_key_next(sb_api_call_t *call)
@@ -328,5 +387,8 @@ int sb_api_rule_routes_add(sb_router_t *r, sb_api_t *api)
                         api);
     rc |= sb_router_add(r, "PUT", TENANT "/agents/{id}/away", SB_ROUTE_JSON, agent_away, api);
     rc |= sb_router_add(r, "GET", TENANT "/webhooks/key", 0, webhook_key, api);
+    rc |= sb_router_add(r, "GET", TENANT "/notifications", 0, notifications_list, api);
+    rc |= sb_router_add(r, "POST", TENANT "/notifications/read", SB_ROUTE_JSON, notifications_read,
+                        api);
     return rc ? SB_EINVAL : 0;
 }

@@ -128,7 +128,7 @@ static void print_load_error(const scripts_t *s, const char *name, json_t *err)
 }
 
 /* Loads every script into a new sandbox; reports and returns SB_EINVAL on the first failure. */
-static int scripts_sandbox(const sb_config_t *cfg, const scripts_t *s, sb_sandbox_t **out)
+static int scripts_sandbox(const sb_config_t *cfg, scripts_t *s, sb_sandbox_t **out)
 {
     sb_sandbox_limits_t lim = {cfg->rules_memory_limit, (uint64_t)cfg->rules_instruction_limit};
     sb_sandbox_t *sb;
@@ -277,6 +277,8 @@ static int json_subset(json_t *want, json_t *got)
 {
     const char *k;
     json_t *v;
+    if (json_is_number(want) && json_is_number(got))
+        return json_number_value(want) == json_number_value(got);
     if (!json_is_object(want))
         return json_equal(want, got);
     json_object_foreach(want, k, v) if (!json_subset(v, json_object_get(got, k))) return 0;

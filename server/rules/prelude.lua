@@ -99,6 +99,11 @@ local function calendar(name)
         if calendars[name] then
             fail(2, "calendar \"%s\" is declared twice", name)
         end
+        for k in pairs(def) do
+            if k ~= "tz" and k ~= "hours" and k ~= "holidays" then
+                fail(2, "calendar \"%s\": unknown setting \"%s\"", name, tostring(k))
+            end
+        end
         local hours = {}
         for day, span in pairs(def.hours or {}) do
             local wd = DAYS[day]
@@ -175,6 +180,9 @@ local function template(name)
         if type(def) ~= "table" or type(def.text) ~= "string" then
             fail(2, "template \"%s\": expected text, or { text = ..., html = ... }", name)
         end
+        if templates[name] then
+            fail(2, "template \"%s\" is declared twice", name)
+        end
         templates[name] = { text = def.text, html = def.html }
     end
 end
@@ -193,7 +201,12 @@ end
 
 -- ======================== actions ========================
 
-local function render(text, ev)
+local HTML_ESCAPES = { ["&"] = "&amp;", ["<"] = "&lt;", [">"] = "&gt;", ['"'] = "&quot;",
+                       ["'"] = "&#39;" }
+
+-- Fills {{ticket.number}}-style placeholders from the event; in HTML the
+-- values are escaped (a customer's name is data, not markup).
+local function render(text, ev, html)
     return (text:gsub("{{%s*([%w_%.]+)%s*}}", function(path)
         local v = ev
         for part in path:gmatch("[^%.]+") do
@@ -204,6 +217,9 @@ local function render(text, ev)
         end
         if v == nil or type(v) == "table" then
             return ""
+        end
+        if html then
+            return (tostring(v):gsub("[&<>\"']", HTML_ESCAPES))
         end
         return tostring(v)
     end))
@@ -327,7 +343,7 @@ local function message_args(a, ev, what)
         fail(3, "act.%s needs text or a template", what)
     end
     local out = { text = render(text, ev) }
-    if html then out.html = render(html, ev) end
+    if html then out.html = render(html, ev, true) end
     if #out.text > 100000 then
         fail(3, "act.%s: the text is longer than 100000 bytes", what)
     end
@@ -346,7 +362,10 @@ function BUILD.compensate(a)
         if type(a.currency) ~= "string" or not a.currency:match("^%u%u%u$") then
             fail(3, "act.compensate: an amount needs a currency (three capital letters, e.g. \"EUR\")")
         end
-        out.amount, out.currency = a.amount, a.currency
+        -- Money is kept to the cent, as the ledger does.
+        local cents = math.floor(a.amount * 100 + 0.5)
+        out.amount = cents % 100 == 0 and cents // 100 or cents / 100
+        out.currency = a.currency
     elseif a.description == nil then
         fail(3, "act.compensate needs an amount and currency, or a description")
     end
@@ -407,7 +426,6 @@ table.sort(R.ACTIONS)
 
 -- The act table a handler records on.
 local function new_act(ev, script, out)
-    script = string.gsub(script, "%.lua$", "")
     return setmetatable({}, {
         __index = function(_, name)
             local build = BUILD[name]
@@ -505,7 +523,10 @@ function R.sla_step(ev, view)
     local old = ev.sla
     local p = select_policy(view.ticket)
     if not p then
-        return old and false or nil, false
+        if old then
+            return false, false -- the ticket no longer has an SLA
+        end
+        return nil, false
     end
     local now = ev.now
     local st = copy(old and old.state)
@@ -531,6 +552,8 @@ function R.sla_step(ev, view)
         st.resolution_met = t.solved_at or now
         st.next_started = nil
     elseif not closed and st.resolution_met then
+        -- Reopened: the time it spent solved does not count against it.
+        st.paused_biz = (st.paused_biz or 0) + C.cal_between(cal, st.resolution_met, now)
         st.resolution_met = nil
     end
     if p.pause[t.status] and not st.paused_since and not closed then
@@ -643,7 +666,7 @@ end
 function R.finish()
     for _, p in ipairs(slas) do
         if p.calendar and not calendars[p.calendar] then
-            return string.format("%s:%d: sla \"%s\" names calendar \"%s\", which is not declared",
+            return string.format("%s.lua:%d: sla \"%s\" names calendar \"%s\", which is not declared",
                                  p.script, p.line or 0, p.name, p.calendar), p.line
         end
     end
@@ -657,7 +680,8 @@ function R.lint(source, actname)
     local n = 0
     for line in (source .. "\n"):gmatch("([^\n]*)\n") do
         n = n + 1
-        for name in line:gmatch("[%w_]*act%.([%a_][%w_]*)") do
+        line = line:gsub("%-%-.*$", "")
+        for name in line:gmatch("%f[%w_]act%.([%a_][%w_]*)") do
             if not BUILD[name] then
                 found[#found + 1] = { line = n, name = name }
             end
@@ -687,6 +711,10 @@ local function copy_lib(lib, names)
     return out
 end
 
+-- string without dump (it would turn functions into bytecode).
+local SAFE_STRING = { "byte", "char", "find", "format", "gmatch", "gsub", "len", "lower", "match",
+                      "rep", "reverse", "sub", "upper", "pack", "packsize", "unpack" }
+
 function R.user_env()
     local env = {}
     for _, n in ipairs({ "assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal",
@@ -695,9 +723,7 @@ function R.user_env()
         env[n] = _G[n]
     end
     env._VERSION = _VERSION
-    env.string = copy_lib(string, { "byte", "char", "find", "format", "gmatch", "gsub", "len",
-                                    "lower", "match", "rep", "reverse", "sub", "upper", "pack",
-                                    "packsize", "unpack" })
+    env.string = copy_lib(string, SAFE_STRING)
     env.table = copy_lib(table, { "concat", "insert", "move", "pack", "remove", "sort", "unpack" })
     env.math = copy_lib(math, { "abs", "ceil", "exp", "floor", "fmod", "huge", "log", "max",
                                 "maxinteger", "min", "mininteger", "modf", "pi", "sqrt",
@@ -733,8 +759,11 @@ function R.user_env()
         end,
     }
     env._G = env
-    -- Strings keep their methods ("x"):upper() but reach only the copy.
-    getmetatable("").__index = env.string
+    -- Strings keep their methods ("x"):upper(), from a copy without dump
+    -- that scripts can neither reach nor change (getmetatable("") is false).
+    local string_mt = getmetatable("")
+    string_mt.__index = copy_lib(string, SAFE_STRING)
+    string_mt.__metatable = false
     return env
 end
 

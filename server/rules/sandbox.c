@@ -473,7 +473,7 @@ static int sandbox_load_protected(lua_State *L)
     char chunk[96];
 
     push_prelude(sb, L, "begin_script");
-    lua_pushfstring(L, "%s.lua", ctx->name);
+    lua_pushstring(L, ctx->name);
     lua_call(L, 1, 0);
     snprintf(chunk, sizeof(chunk), "=%s.lua", ctx->name);
     lua_State *co = lua_newthread(L);
@@ -485,7 +485,7 @@ static int sandbox_load_protected(lua_State *L)
     lua_rawgeti(co, LUA_REGISTRYINDEX, sb->env_ref);
     lua_setupvalue(co, -2, 1);
     int nres;
-    ctx->err = sandbox_resume(sb, co, 0, &nres, chunk + 1);
+    ctx->err = sandbox_resume(sb, co, 0, &nres, ctx->name);
     return 0;
 }
 

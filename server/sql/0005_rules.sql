@@ -190,6 +190,8 @@ CREATE TABLE timers (
     FOREIGN KEY (tenant_id, ticket_id) REFERENCES tickets ON DELETE CASCADE
 );
 CREATE UNIQUE INDEX timers_name ON timers (tenant_id, coalesce(ticket_id, 0), name);
+-- A ticket's timers, for the SLA step, cancel and ticket deletion.
+CREATE INDEX timers_ticket ON timers (tenant_id, ticket_id) WHERE ticket_id IS NOT NULL;
 CREATE INDEX timers_due ON timers (due_at);
 
 -- Workers keep the next due times in memory; a sooner one wakes them.
@@ -303,7 +305,8 @@ BEGIN
     END IF;
     IF changes ? 'status' AND NEW.status = 'solved' THEN
         PERFORM sb_rule_event(NEW.tenant_id, 'ticket.solved', NEW.id, NULL, changes);
-    ELSIF changes ? 'status' AND OLD.status IN ('solved', 'closed') THEN
+    ELSIF changes ? 'status' AND OLD.status IN ('solved', 'closed')
+          AND NEW.status NOT IN ('solved', 'closed') THEN
         PERFORM sb_rule_event(NEW.tenant_id, 'ticket.reopened', NEW.id, NULL, changes);
     END IF;
     RETURN NULL;
@@ -431,7 +434,7 @@ CREATE FUNCTION sb_timers_fire(p_limit integer)
                     ELSE 'timer.' || g.name END,
                g.ticket_id,
                g.data || jsonb_build_object('timer', g.name,
-                                            'due_at', extract(epoch FROM g.due_at)::bigint)
+                                            'due_at', extract(epoch FROM g.due_at)::double precision)
         FROM gone g RETURNING 1)
     SELECT count(*)::integer FROM q
     WHERE (SELECT count(*) FROM q) = 0 OR pg_notify('switchboard_rule_events', '') IS NOT NULL
@@ -700,7 +703,13 @@ BEGIN
             priority = coalesce(a->>'priority', priority), version = version + 1, updated_at = now()
         WHERE tenant_id = t.tenant_id AND id = t.id;
         IF a ? 'team' OR a ? 'agent' THEN
-            out := sb_rule_assign(t.id, a);
+            -- The level stands even when the hand-over cannot happen (no
+            -- such team): escalation must not start over at every attempt.
+            BEGIN
+                out := sb_rule_assign(t.id, a);
+            EXCEPTION WHEN OTHERS THEN
+                out := jsonb_build_object('assign_failed', SQLERRM);
+            END;
         END IF;
         IF a ? 'notify' THEN
             out := out || sb_rule_notify(t.id, a->'notify', rule);

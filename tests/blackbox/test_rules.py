@@ -205,7 +205,7 @@ def test_hostile_handlers_are_stopped_and_everything_else_carries_on(database, r
     assert lines == [3, 6, 9, 12, 15, 18, 21, 24], errors
     kinds = {e["after"]["line"]: e["after"].get("kind") for e in errors}
     assert kinds[3] == "budget" and kinds[6] == "memory"
-    assert all(e["after"]["script"] == "hostile.lua" for e in errors)
+    assert all(e["after"]["script"] == "hostile" for e in errors)
     msgs = {e["after"]["line"]: e["after"]["message"] for e in errors}
     assert "instruction budget" in msgs[3] and "memory limit" in msgs[6]
     assert "binary" in msgs[18] and "read-only" in msgs[21] and "launch_missiles" in msgs[24]
@@ -339,6 +339,20 @@ def test_breach_escalates_and_compensates_once_with_two_workers(database, rsrv):
                            f" ON t.id = x.tenant_id WHERE t.slug = '{slug}'"
                            f" AND x.agent_id = {sup.id}"))
     assert n == 4, n
+    mine = expect(sup.get(f"tenants/{slug}/notifications", unread="true"), 200)["items"]
+    assert len(mine) == 4 and {m["ticket"] for m in mine} == {a["number"], b["number"]}
+    assert any("breached its first_response target" in m["text"] for m in mine)
+    assert expect(sup.post(f"tenants/{slug}/notifications/read", {"ids": [mine[0]["id"]]}),
+                  200) == {"read": 1}
+    assert len(expect(sup.get(f"tenants/{slug}/notifications", unread="true"), 200)["items"]) == 3
+    assert expect(sup.post(f"tenants/{slug}/notifications/read", {}), 200) == {"read": 3}
+    assert expect(sup.get(f"tenants/{slug}/notifications", unread="true"), 200)["items"] == []
+    assert len(expect(sup.get(f"tenants/{slug}/notifications"), 200)["items"]) == 4
+    expect(sup.post(f"tenants/{slug}/notifications/read", {"ids": ["x"]}), 422, field="ids")
+    expect(sup.post(f"tenants/{slug}/notifications/read", {"other": 1}), 422)
+    expect(sup.get(f"tenants/{slug}/notifications", unread="maybe"), 422, field="unread")
+    # another agent sees none of them
+    assert expect(agt.get(f"tenants/{slug}/notifications"), 200)["items"] == []
     # the escalation script's own timer is pending for level 2
     assert psql(database, "SELECT count(*) FROM timers x JOIN tenants t ON t.id = x.tenant_id"
                           f" WHERE t.slug = '{slug}' AND x.name = 'escalate'").strip() == "2"

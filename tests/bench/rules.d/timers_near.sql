@@ -2,8 +2,7 @@
 -- server starts: :near named bench.soon<i>, due evenly from :lead s to
 -- :lead + :spread s from now, and :overdue named bench.overdue<i>, due
 -- 1..:overdue minutes ago (they came due while the server was down).
--- Each carries its exact due time in data.due_exact: the fired event's
--- data.due_at is rounded to whole seconds.  Prints "bench-t0 EPOCH".
+-- The fired event carries the exact due time in data.due_at.
 -- Variables: tenant_id, near, lead, spread, overdue.
 \set ON_ERROR_STOP 1
 BEGIN;
