@@ -62,7 +62,7 @@ static void main_usage(FILE *out)
         "  data_dir          SWITCHBOARD_DATA_DIR          data directory (var)\n"
         "  plugins_dir       SWITCHBOARD_PLUGINS_DIR       where plugins are loaded from\n"
         "  plugins           SWITCHBOARD_PLUGINS           plugins to load, comma-separated (all)\n"
-        "  scripts_dir       SWITCHBOARD_SCRIPTS_DIR       default Lua rule scripts\n"
+        "  scripts_dir       SWITCHBOARD_SCRIPTS_DIR       reserved (default rules are built in)\n"
         "  max_body_size     SWITCHBOARD_MAX_BODY_SIZE     request body limit (10MiB)\n"
         "  header_timeout    SWITCHBOARD_HEADER_TIMEOUT    seconds to receive headers (10)\n"
         "  read_timeout      SWITCHBOARD_READ_TIMEOUT      seconds to receive a request (30)\n"
