@@ -545,3 +545,79 @@ def test_webhooks_may_not_reach_private_addresses_by_default(database, start_ser
         assert rcv.posts == []
     finally:
         rcv.close()
+
+
+# ---------------------------------------------------------------------------
+# every action, applied
+# ---------------------------------------------------------------------------
+
+ACTIONS = r'''
+template "ack" { text = "Hello {{customer.name}}, ticket #{{ticket.number}} is ours.",
+                 html = "<p>Hello {{customer.name}}</p>" }
+on("ticket.created", function(ev, act)
+  if ev.ticket.subject ~= "all actions" then return end
+  act.set_priority("urgent")
+  act.tag { "a", "b", "c" }
+  act.untag("b")
+  act.assign { team = "desk", strategy = "round_robin" }
+  act.reply { template = "ack" }
+  act.note("internal: " .. ev.customer.name)
+  act.link_problem("Printer driver 4.2")
+  act.link_identity { kind = "phone", value = "+371 2000 0000" }
+  act.schedule { name = "later", after = "1h" }
+  act.schedule { name = "gone", after = "1h" }
+  act.cancel("gone")
+  act.set_status("pending")
+  act.assign { team = "no such team" }
+end)
+'''
+
+
+def test_every_action_applies(database, rsrv):
+    slug, adm, agt = setup_tenant(database, rsrv)
+    team = expect(adm.post(f"tenants/{slug}/teams", {"name": "desk"}), 201)
+    cli_agent(database, f"bob@{slug}.example", slug, "agent")
+    bob = api_login(rsrv, f"bob@{slug}.example")
+    for who in (agt, bob):
+        expect(adm.post(f"tenants/{slug}/teams/{team['id']}/members", {"agent": who.id}), 204)
+    # the phone belongs to another customer, who is merged into this one
+    other = expect(agt.post(f"tenants/{slug}/customers",
+                            {"name": "Same Person", "identities": [
+                                {"kind": "phone", "value": "+371 2000 0000"}]}), 201)
+    expect(put_rule(adm, slug, "actions", ACTIONS), 200)
+    t1 = new_ticket(agt, slug, subject="all actions")
+    n = t1["number"]
+    doc = wait_until(lambda: (lambda d: d if d["status"] == "pending" else None)(
+        ticket(agt, slug, n)), 30, message="actions applied")
+    assert doc["priority"] == "urgent"
+    assert doc["tags"] == ["a", "c"]
+    assert doc["team"]["name"] == "desk" and doc["assignee"]["id"] in (agt.id, bob.id)
+    assert doc["problem"]["title"] == "Printer driver 4.2"
+    msgs = doc["messages"]
+    reply = [m for m in msgs if m["direction"] == "outbound"][0]
+    name = doc["customer"]["name"]
+    assert reply["text"] == f"Hello {name}, ticket #{n} is ours."
+    assert reply["html"] == f"<p>Hello {name}</p>" and reply["author"] is None
+    assert [m["text"] for m in msgs if m["direction"] == "note"] == [f"internal: {name}"]
+    # an automatic reply is not the first response
+    assert doc["first_response_at"] is None
+    idents = {(i["kind"], i["value"]) for i in doc["customer"]["identities"]}
+    assert ("phone", "+371 2000 0000") in idents
+    merged = expect(agt.get(f"tenants/{slug}/customers/{other['id']}"), 200)
+    assert merged["merged_into"] == doc["customer"]["id"]
+    tid = psql(database, f"SELECT t.id FROM tickets t JOIN tenants x ON x.id = t.tenant_id"
+                         f" WHERE x.slug = '{slug}' AND t.number = {n}").strip()
+    assert psql(database, f"SELECT string_agg(name, ',' ORDER BY name) FROM timers"
+                          f" WHERE ticket_id = {tid} AND name NOT LIKE 'sla.%'").strip() == "later"
+    # what could not apply is recorded, the rest applied
+    evs = ticket_events(agt, slug, n)
+    failed = [e for e in evs if e["action"] == "rule.action_failed"]
+    assert len(failed) == 1 and "no such team" in failed[0]["after"]["message"]
+    assert {"rule.set_priority", "rule.tag", "rule.untag", "rule.assign", "rule.reply",
+            "rule.note", "rule.link_problem", "rule.link_identity",
+            "rule.set_status"} <= {e["action"] for e in evs}
+    # round robin: the next ticket goes to the other member
+    n2 = new_ticket(agt, slug, subject="all actions")["number"]
+    d2 = wait_until(lambda: (lambda d: d if d["status"] == "pending" else None)(
+        ticket(agt, slug, n2)), 30, message="second ticket")
+    assert {d2["assignee"]["id"], doc["assignee"]["id"]} == {agt.id, bob.id}
