@@ -69,6 +69,8 @@ static const config_key_t config_keys[] = {
     {"db_pool_size", CFG_INT, OFF(db_pool_size), 1, 64},
     {"max_connections", CFG_INT, OFF(max_connections), 16, 1000000},
     {"debug_routes", CFG_BOOL, OFF(debug_routes), 0, 0},
+    {"public_url", CFG_STRING, OFF(public_url), 0, 0},
+    {"survey_valid_for", CFG_SECONDS, OFF(survey_valid_ms), 0, 0},
     {"webhook_allow_private", CFG_BOOL, OFF(webhook_allow_private), 0, 0},
     {"rules_memory_limit", CFG_SIZE, OFF(rules_memory_limit), 0, 0},
     {"rules_instruction_limit", CFG_INT, OFF(rules_instruction_limit), 10000, 1000000000},
@@ -266,6 +268,7 @@ static void config_defaults(sb_config_t *cfg)
     cfg->scripts_dir = sb_xstrdup(in_tree ? SB_SOURCE_ROOT "/scripts" : SB_INSTALL_SCRIPTS_DIR);
     cfg->max_body_size = 10u << 20;
     cfg->rules_memory_limit = 8u << 20;
+    cfg->survey_valid_ms = 14 * 86400 * 1000ULL;
     cfg->rules_instruction_limit = 5000000;
     cfg->header_timeout_ms = 10000;
     cfg->read_timeout_ms = 30000;
@@ -486,6 +489,7 @@ void sb_config_copy(sb_config_t *dst, const sb_config_t *src)
     dst->plugins_dir = config_dup_opt(src->plugins_dir);
     dst->plugins = config_dup_opt(src->plugins);
     dst->scripts_dir = config_dup_opt(src->scripts_dir);
+    dst->public_url = config_dup_opt(src->public_url);
     dst->plugins_required = config_dup_opt(src->plugins_required);
     dst->settings = NULL;
     dst->nsettings = 0;
@@ -503,6 +507,7 @@ void sb_config_free(sb_config_t *cfg)
     free(cfg->plugins_dir);
     free(cfg->plugins);
     free(cfg->scripts_dir);
+    free(cfg->public_url);
     free(cfg->plugins_required);
     for (size_t i = 0; i < cfg->nsettings; i++) {
         free(cfg->settings[i].section);

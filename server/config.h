@@ -33,6 +33,8 @@ typedef struct sb_config {
     int db_pool_size;
     int max_connections;
     int debug_routes;
+    char *public_url;            /* how customers reach this server ("https://help.example.com") */
+    uint64_t survey_valid_ms;    /* how long a survey link stays valid */
     int webhook_allow_private;   /* webhooks may reach non-public addresses */
     size_t rules_memory_limit;   /* per tenant's Lua state */
     int rules_instruction_limit; /* per handler call */

@@ -29,6 +29,12 @@ int sb_api_routes_add(sb_router_t *r, sb_api_t *api)
         rc = sb_api_rule_routes_add(r, api);
     if (rc == 0)
         rc = sb_api_compensation_routes_add(r, api);
+    if (rc == 0)
+        rc = sb_api_feedback_routes_add(r, api);
+    if (rc == 0)
+        rc = sb_api_kb_routes_add(r, api);
+    if (rc == 0)
+        rc = sb_api_reports_routes_add(r, api);
     if (rc == 0 && api->cfg->debug_routes)
         rc = sb_api_debug_routes_add(r, api);
     return rc;

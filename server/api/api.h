@@ -161,6 +161,9 @@ int sb_api_stream_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_channel_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_rule_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_compensation_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_feedback_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_kb_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_reports_routes_add(sb_router_t *r, sb_api_t *api);
 
 /*
  * Forwards one event (the JSON payload of a NOTIFY on the events channel)

@@ -104,6 +104,18 @@ static const openapi_op_t openapi_ops[] = {
      "rules", NULL, 200, "List", 0},
     {"POST", T "/notifications/read", "Mark the caller's notifications read (ids, or all)", "rules",
      "NotificationsRead", 200, NULL, 0},
+    {"POST", T "/tickets/{number}/survey",
+     "The survey link of a solved ticket (the open one, or a new one): {\"url\", \"expires_at\"}",
+     "feedback", NULL, 200, NULL, 0},
+    {"GET", T "/feedback", "Customers' ratings, newest first (filters ticket, agent)", "feedback",
+     NULL, 200, "List", 0},
+    {"GET", "/survey/{token}",
+     "The survey page behind a link (HTML; no login: the signed token is the key; 404 forged, "
+     "410 expired, 409 answered)",
+     "feedback", NULL, 200, NULL, 1},
+    {"POST", "/survey/{token}",
+     "Answer a survey once: {\"rating\": 1..5, \"comment\"} as JSON or the page's form", "feedback",
+     "SurveyAnswer", 201, NULL, 1},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -252,6 +264,9 @@ static const struct {
     {"NotificationsRead", "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
                           "\"ids\":{\"type\":\"array\",\"maxItems\":1000,\"items\":{\"type\":"
                           "\"integer\"}}}}"},
+    {"SurveyAnswer", "{\"type\":\"object\",\"required\":[\"rating\"],\"additionalProperties\":"
+                     "false,\"properties\":{\"rating\":{\"type\":\"integer\",\"minimum\":1,"
+                     "\"maximum\":5},\"comment\":{\"type\":\"string\",\"maxLength\":5000}}}"},
     {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
              "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "rules/rules.h"
 #include "rules/sandbox.h"
+#include "survey.h"
 
 #include <glib.h>
 #include <math.h>
@@ -275,6 +276,66 @@ static void log_errors(json_t *ev, json_t *errors)
     }
 }
 
+/*
+ * Where customers reach this server: public_url, or the listen address.
+ * Returns a new string.
+ */
+static char *public_base(const sb_config_t *cfg)
+{
+    char buf[300];
+    if (cfg->public_url && cfg->public_url[0]) {
+        snprintf(buf, sizeof(buf), "%s", cfg->public_url);
+        size_t len = strlen(buf);
+        while (len > 0 && buf[len - 1] == '/')
+            buf[--len] = '\0';
+    } else
+        snprintf(buf, sizeof(buf), "http://%s", cfg->listen);
+    return sb_xstrdup(buf);
+}
+
+/*
+ * Survey actions get their link here, from the host: a fresh nonce and a
+ * token signed with a key the scripts never see.  A survey that cannot be
+ * signed is dropped and reported.
+ */
+static void outcome_surveys(json_t *out, json_int_t tenant_id)
+{
+    json_t *actions = json_object_get(out, "actions");
+    for (size_t i = 0; i < json_array_size(actions); i++) {
+        json_t *a = json_array_get(actions, i);
+        if (strcmp(json_string_value(json_object_get(a, "type")) ?: "", "survey") != 0)
+            continue;
+        sb_survey_ref_t ref = {.tenant_id = tenant_id};
+        char token[SB_SURVEY_TOKEN_MAX], nonce[33];
+        json_int_t valid = json_integer_value(json_object_get(a, "expires_in"));
+        sb_survey_nonce(ref.nonce);
+        ref.expires = (int64_t)now_epoch() +
+                      (valid > 0 ? valid : (json_int_t)(re.cfg->survey_valid_ms / 1000));
+        if (sb_survey_token(&ref, token) != 0) {
+            json_array_append_new(json_object_get(out, "errors"),
+                                  json_pack("{s:s, s:s}", "message",
+                                            "no installation key to sign the survey link with",
+                                            "kind", "error"));
+            json_array_remove(actions, i--);
+            continue;
+        }
+        sb_survey_nonce_hex(ref.nonce, nonce);
+        char *base = public_base(re.cfg);
+        json_t *url = json_sprintf("%s/survey/%s", base, token);
+        free(base);
+        const char *text = json_string_value(json_object_get(a, "text"));
+        if (text) {
+            GString *g = g_string_new(text);
+            g_string_replace(g, "@@SURVEY_URL@@", json_string_value(url), 0);
+            json_object_set_new(a, "text", json_string(g->str));
+            g_string_free(g, TRUE);
+        }
+        json_object_set_new(a, "nonce", json_string(nonce));
+        json_object_set_new(a, "expires", json_integer(ref.expires));
+        json_object_set_new(a, "url", url);
+    }
+}
+
 /* The outcome of one event, as sb_rules_apply takes it. */
 static json_t *event_outcome(json_t *ev)
 {
@@ -291,6 +352,7 @@ static json_t *event_outcome(json_t *ev)
         out = json_pack("{s:[], s:[{s:s, s:s}]}", "actions", "errors", "message",
                         t && t->error ? t->error : "the tenant's rules did not load", "kind",
                         "error");
+    outcome_surveys(out, json_integer_value(json_object_get(ev, "tenant_id")));
     log_errors(ev, json_object_get(out, "errors"));
     json_object_set(out, "tenant_id", json_object_get(ev, "tenant_id"));
     json_object_set(out, "event", json_object_get(ev, "id"));

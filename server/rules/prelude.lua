@@ -412,6 +412,29 @@ function BUILD.link_problem(a)
     if type(a) == "table" then a = a.problem end
     return { problem = str(a, "act.link_problem", 200) }
 end
+-- The link itself is made by the host (it is signed with a key scripts
+-- never see); {{survey.url}} in the text marks where it goes.
+local SURVEY_URL = "@@SURVEY_URL@@"
+local SURVEY_TEXT = "How did we do? Rate our answer from 1 (poor) to 5 (excellent): "
+                    .. "{{survey.url}} - or simply reply with a number from 1 to 5."
+function BUILD.survey(a, ev)
+    a = a == nil and {} or table_arg(a, "survey")
+    local out = {}
+    if a.expires ~= nil then
+        out.expires_in = check_duration(a.expires, "act.survey.expires", 3)
+    end
+    local text = a.text
+    if text == nil then
+        text = SURVEY_TEXT
+    end
+    if text ~= false then
+        if type(text) ~= "string" or not text:find("{{%s*survey%.url%s*}}") then
+            fail(3, "act.survey: text must contain {{survey.url}} (or be false: no message)")
+        end
+        out.text = render((text:gsub("{{%s*survey%.url%s*}}", SURVEY_URL)), ev)
+    end
+    return out
+end
 function BUILD.link_identity(a)
     a = table_arg(a, "link_identity")
     return { kind = one_of(IDENTITY_KINDS, a.kind, "act.link_identity.kind"),
@@ -563,6 +586,18 @@ function R.sla_step(ev, view)
         st.paused_since = nil
     end
 
+    -- Business time to each target, once met, for the reports.
+    if st.first_response_met and not st.first_response_secs then
+        st.first_response_secs = math.max(0, C.cal_between(cal, st.started, st.first_response_met)
+                                               - paused_now(st, cal, st.first_response_met))
+    end
+    if st.resolution_met and not st.resolution_secs then
+        st.resolution_secs = math.max(0, C.cal_between(cal, st.started, st.resolution_met)
+                                          - paused_now(st, cal, st.resolution_met))
+    elseif not st.resolution_met then
+        st.resolution_secs = nil
+    end
+
     local d = dues(p, st, now)
     local stale = false
     if ev.type == "sla.breached" or ev.type == "sla.warning" then
@@ -579,7 +614,8 @@ function R.sla_step(ev, view)
     end
 
     local doc = { policy = p.name, state = st, paused = st.paused_since ~= nil, breached = {},
-                  timers = {} }
+                  timers = {}, first_response_secs = st.first_response_secs,
+                  resolution_secs = st.resolution_secs }
     for _, target in ipairs(TARGETS) do
         if d[target] then
             doc[target .. "_due"] = d[target]

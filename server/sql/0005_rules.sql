@@ -758,6 +758,8 @@ BEGIN
         WHERE tenant_id = t.tenant_id AND id = t.id;
     WHEN 'link_identity' THEN
         out := sb_rule_link_identity(t.id, a);
+    WHEN 'survey' THEN
+        out := sb_survey_offer(t.id, a);
     ELSE
         RAISE EXCEPTION 'unknown action "%"', kind USING ERRCODE = '22023';
     END CASE;
