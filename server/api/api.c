@@ -32,6 +32,8 @@ int sb_api_routes_add(sb_router_t *r, sb_api_t *api)
     if (rc == 0)
         rc = sb_api_feedback_routes_add(r, api);
     if (rc == 0)
+        rc = sb_api_problem_routes_add(r, api);
+    if (rc == 0)
         rc = sb_api_kb_routes_add(r, api);
     if (rc == 0)
         rc = sb_api_reports_routes_add(r, api);

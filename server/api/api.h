@@ -162,6 +162,7 @@ int sb_api_channel_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_rule_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_compensation_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_feedback_routes_add(sb_router_t *r, sb_api_t *api);
+int sb_api_problem_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_kb_routes_add(sb_router_t *r, sb_api_t *api);
 int sb_api_reports_routes_add(sb_router_t *r, sb_api_t *api);
 

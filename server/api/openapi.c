@@ -116,6 +116,16 @@ static const openapi_op_t openapi_ops[] = {
     {"POST", "/survey/{token}",
      "Answer a survey once: {\"rating\": 1..5, \"comment\"} as JSON or the page's form", "feedback",
      "SurveyAnswer", 201, NULL, 1},
+    {"GET", T "/problems", "Recurring problems with their ticket counts (filter status)",
+     "problems", NULL, 200, "List", 0},
+    {"POST", T "/problems", "Record a problem: title, status, root cause, workaround", "problems",
+     "Problem", 201, NULL, 0},
+    {"GET", T "/problems/{id}", "A problem and the numbers of its tickets", "problems", NULL, 200,
+     NULL, 0},
+    {"PATCH", T "/problems/{id}", "Change a problem (status, root cause, workaround)", "problems",
+     "Problem", 200, NULL, 0},
+    {"PUT", T "/tickets/{number}/problem", "Link the ticket to a problem, or unlink it (null)",
+     "problems", "TicketProblem", 200, "Ticket", 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -267,6 +277,13 @@ static const struct {
     {"SurveyAnswer", "{\"type\":\"object\",\"required\":[\"rating\"],\"additionalProperties\":"
                      "false,\"properties\":{\"rating\":{\"type\":\"integer\",\"minimum\":1,"
                      "\"maximum\":5},\"comment\":{\"type\":\"string\",\"maxLength\":5000}}}"},
+    {"Problem", "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
+                "\"title\":{\"type\":\"string\",\"maxLength\":200},\"status\":{\"type\":"
+                "\"string\",\"enum\":[\"open\",\"known_error\",\"resolved\"]},\"root_cause\":"
+                "{\"type\":\"string\"},\"workaround\":{\"type\":\"string\"}}}"},
+    {"TicketProblem", "{\"type\":\"object\",\"required\":[\"problem\"],"
+                      "\"additionalProperties\":false,\"properties\":{\"problem\":{\"type\":"
+                      "\"integer\",\"nullable\":true}}}"},
     {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
              "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"

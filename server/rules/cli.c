@@ -198,20 +198,13 @@ static int scripts_lint(const sb_config_t *cfg, const scripts_t *s)
 static void print_summary(sb_sandbox_t *sb, int n)
 {
     json_t *sum = sb_sandbox_summary(sb);
-    const char *ev;
-    json_t *count;
 
     printf("%d script%s ok (%zu KiB in the sandbox)\n", n, n == 1 ? "" : "s",
            sb_sandbox_memory(sb) / 1024);
     print_names("calendars:", json_object_get(sum, "calendars"));
     print_names("SLA policies:", json_object_get(sum, "slas"));
     print_names("templates:", json_object_get(sum, "templates"));
-    printf("  %-14s", "handlers:");
-    if (json_object_size(json_object_get(sum, "handlers")) == 0)
-        printf(" -");
-    json_object_foreach(json_object_get(sum, "handlers"), ev, count)
-        printf(" %s (%lld)", ev, (long long)json_integer_value(count));
-    printf("\n");
+    print_names("handlers:", json_object_get(sum, "handlers"));
     json_decref(sum);
 }
 

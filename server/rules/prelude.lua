@@ -731,9 +731,12 @@ function R.summary()
     for name in pairs(calendars) do s.calendars[#s.calendars + 1] = name end
     for _, p in ipairs(slas) do s.slas[#s.slas + 1] = p.name end
     for name in pairs(templates) do s.templates[#s.templates + 1] = name end
-    for ev, list in pairs(handlers) do s.handlers[ev] = #list end
+    for ev, list in pairs(handlers) do
+        s.handlers[#s.handlers + 1] = string.format("%s (%d)", ev, #list)
+    end
     table.sort(s.calendars)
     table.sort(s.templates)
+    table.sort(s.handlers)
     return s
 end
 

@@ -54,7 +54,11 @@ json_t *sb_sandbox_run(sb_sandbox_t *sb, json_t *ev);
  */
 json_t *sb_sandbox_lint(sb_sandbox_t *sb, const char *source);
 
-/* What the loaded scripts declared: {"calendars", "slas", "templates", "handlers"}. */
+/*
+ * What the loaded scripts declared: {"calendars", "slas", "templates",
+ * "handlers"}, lists of names ("sla.breached (2)" for handlers), sorted
+ * except the SLA policies (in the order they are tried).
+ */
 json_t *sb_sandbox_summary(sb_sandbox_t *sb);
 
 /* Bytes the state holds now. */

@@ -339,6 +339,10 @@ def _concrete(env, p, fixtures):
             out.append(str(fixtures["agent"]))
         elif prev == "channels":
             out.append(str(fixtures["channel"]))
+        elif prev == "problems":
+            out.append(str(fixtures["problem"]))
+        elif prev == "survey":
+            out.append(fixtures["survey"])
         elif prev == "rules":
             out.append("sla")        # every tenant starts with the default scripts
         elif prev == "versions":
@@ -360,6 +364,14 @@ def test_every_documented_route_is_routed(env, openapi):
         "channel": expect(env.root.post(path("channels"), {
             "type": "example", "name": f"Probe {rand_suffix(4)}"}), 201)["id"],
     }
+    fixtures["problem"] = expect(env.agt.post(path("problems"), {
+        "title": f"Probe {rand_suffix(4)}"}), 201)["id"]
+    solved = expect(env.agt.post(path("tickets"), {
+        "subject": "survey probe", "customer": {"email": "probe@example.com"},
+        "message": {"text": "probe"}}), 201)["number"]
+    expect(env.agt.patch(path(f"tickets/{solved}"), {"status": "solved"}), 200)
+    fixtures["survey"] = expect(env.agt.post(path(f"tickets/{solved}/survey")),
+                                200)["url"].rsplit("/", 1)[1]
     # An attachment arrives only through a channel: the example webhook.
     status, _, body = env.srv.request(
         "POST", f"/hooks/{T}/example?from=probe&id={rand_suffix(8)}&filename=probe.bin",
