@@ -262,6 +262,7 @@ static json_t *fixture_event(json_t *in, json_int_t now, json_t *sla)
     if (!json_object_get(ev, "sla") && sla)
         json_object_set(ev, "sla", sla);
     json_object_del(ev, "expect");
+    json_object_del(ev, "expect_sla");
     return ev;
 }
 
@@ -304,6 +305,21 @@ static int fixture_expect(json_t *expect, json_t *actions, char *why, size_t why
     return 1;
 }
 
+static int sla_expect(json_t *want, json_t *got)
+{
+    const char *k;
+    json_t *v;
+    if (!json_is_object(want))
+        return 0;
+    json_object_foreach(want, k, v)
+    {
+        json_t *g = json_object_get(got, k);
+        if (json_is_null(v) ? g != NULL && !json_is_null(g) : !json_subset(v, g))
+            return 0;
+    }
+    return 1;
+}
+
 /* Runs one fixture file: an event, a list of them, or {"events": [...]}. */
 static int fixture_run(sb_sandbox_t *sb, const char *path, int *failed)
 {
@@ -342,6 +358,12 @@ static int fixture_run(sb_sandbox_t *sb, const char *path, int *failed)
             json_object_del(brief, "state");
             json_object_del(brief, "timers");
             json_object_set_new(line, "sla", brief);
+        }
+        /* "expect_sla": members the SLA document must have (null: no such member). */
+        json_t *want_sla = json_object_get(in, "expect_sla");
+        if (ok && want_sla && !sla_expect(want_sla, json_object_get(line, "sla"))) {
+            snprintf(why, sizeof(why), "the SLA does not match expect_sla");
+            ok = 0;
         }
         if (!ok) {
             json_object_set_new(line, "fail", json_string(why));
