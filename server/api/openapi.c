@@ -126,6 +126,35 @@ static const openapi_op_t openapi_ops[] = {
      "Problem", 200, NULL, 0},
     {"PUT", T "/tickets/{number}/problem", "Link the ticket to a problem, or unlink it (null)",
      "problems", "TicketProblem", 200, "Ticket", 0},
+    {"GET", T "/kb/articles",
+     "Knowledge base articles, drafts included (filters q, status, language, tag, "
+     "needs_review=true|false; limit, cursor): newest change first, or with q the best matches "
+     "in any language, each with rank and snippet",
+     "kb", NULL, 200, "List", 0},
+    {"POST", T "/kb/articles", "Write a knowledge base article (supervisors and admins)", "kb",
+     "KbArticleCreate", 201, "KbArticle", 0},
+    {"GET", T "/kb/articles/{id}", "A knowledge base article", "kb", NULL, 200, "KbArticle", 0},
+    {"PATCH", T "/kb/articles/{id}",
+     "Change an article (supervisors and admins); an edit also counts as a review", "kb",
+     "KbArticleUpdate", 200, "KbArticle", 0},
+    {"DELETE", T "/kb/articles/{id}", "Delete an article (supervisors and admins)", "kb", NULL, 204,
+     NULL, 0},
+    {"POST", T "/kb/articles/{id}/reviewed",
+     "Confirm an article is still right, so it is no longer due for review (optional body "
+     "{\"note\"}) (supervisors and admins)",
+     "kb", NULL, 200, "KbArticle", 0},
+    {"GET", T "/kb/settings", "Knowledge base settings: days until an article is due for review",
+     "kb", NULL, 200, "KbSettings", 0},
+    {"PUT", T "/kb/settings", "Change the knowledge base settings (admin)", "kb", "KbSettings", 200,
+     "KbSettings", 0},
+    {"GET", "/kb/{tenant}/articles",
+     "A tenant's published articles, without login: newest first, or with q the best matches in "
+     "any language, each with rank and snippet (lang, limit up to 50)",
+     "kb", NULL, 200, "List", 1},
+    {"GET", "/kb/{tenant}/articles/{id}", "A published article, without login (counts a view)",
+     "kb", NULL, 200, "KbPublicArticle", 1},
+    {"POST", "/kb/{tenant}/articles/{id}/feedback",
+     "Tell whether a published article helped, without login", "kb", "KbFeedback", 204, NULL, 1},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -284,6 +313,41 @@ static const struct {
     {"TicketProblem", "{\"type\":\"object\",\"required\":[\"problem\"],"
                       "\"additionalProperties\":false,\"properties\":{\"problem\":{\"type\":"
                       "\"integer\",\"nullable\":true}}}"},
+    {"KbArticleCreate",
+     "{\"type\":\"object\",\"required\":[\"title\",\"language\"],\"additionalProperties\":false,"
+     "\"properties\":{\"title\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":300},"
+     "\"body\":{\"type\":\"string\",\"maxLength\":200000,\"description\":\"Markdown\"},"
+     "\"language\":{\"type\":\"string\",\"maxLength\":35,\"pattern\":"
+     "\"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8})*$\"},\"tags\":{\"type\":\"array\",\"maxItems\":50,"
+     "\"items\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}},\"status\":{\"type\":"
+     "\"string\",\"enum\":[\"draft\",\"published\"]}}}"},
+    {"KbArticleUpdate",
+     "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{\"title\":{\"type\":"
+     "\"string\",\"minLength\":1,\"maxLength\":300},\"body\":{\"type\":\"string\",\"maxLength\":"
+     "200000},\"language\":{\"type\":\"string\",\"maxLength\":35},\"tags\":{\"type\":\"array\","
+     "\"maxItems\":50,\"items\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100}},"
+     "\"status\":{\"type\":\"string\",\"enum\":[\"draft\",\"published\"]}}}"},
+    {"KbArticle",
+     "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"title\":{\"type\":"
+     "\"string\"},\"body\":{\"type\":\"string\"},\"language\":{\"type\":\"string\"},\"tags\":{"
+     "\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"status\":{\"type\":\"string\","
+     "\"enum\":[\"draft\",\"published\"]},\"author\":{\"type\":\"object\",\"nullable\":true},"
+     "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"updated_at\":{\"type\":"
+     "\"string\",\"format\":\"date-time\"},\"reviewed_at\":{\"type\":\"string\",\"format\":"
+     "\"date-time\"},\"needs_review\":{\"type\":\"boolean\"},\"views\":{\"type\":\"integer\"},"
+     "\"helpful\":{\"type\":\"integer\"},\"not_helpful\":{\"type\":\"integer\"},\"url\":{"
+     "\"type\":\"string\",\"description\":\"public path /kb/{tenant}/articles/{id}\"}}}"},
+    {"KbPublicArticle",
+     "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"},\"title\":{\"type\":"
+     "\"string\"},\"body\":{\"type\":\"string\"},\"language\":{\"type\":\"string\"},\"tags\":{"
+     "\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"created_at\":{\"type\":\"string\","
+     "\"format\":\"date-time\"},\"updated_at\":{\"type\":\"string\",\"format\":\"date-time\"},"
+     "\"url\":{\"type\":\"string\"}}}"},
+    {"KbSettings", "{\"type\":\"object\",\"required\":[\"review_after_days\"],"
+                   "\"additionalProperties\":false,\"properties\":{\"review_after_days\":{"
+                   "\"type\":\"integer\",\"minimum\":1,\"maximum\":3650}}}"},
+    {"KbFeedback", "{\"type\":\"object\",\"required\":[\"helpful\"],\"additionalProperties\":"
+                   "false,\"properties\":{\"helpful\":{\"type\":\"boolean\"}}}"},
     {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
              "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"

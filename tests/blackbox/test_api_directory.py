@@ -339,6 +339,8 @@ def _concrete(env, p, fixtures):
             out.append(str(fixtures["agent"]))
         elif prev == "channels":
             out.append(str(fixtures["channel"]))
+        elif prev == "articles":
+            out.append(str(fixtures["kb_article"]))
         elif prev == "problems":
             out.append(str(fixtures["problem"]))
         elif prev == "survey":
@@ -364,6 +366,8 @@ def test_every_documented_route_is_routed(env, openapi):
         "channel": expect(env.root.post(path("channels"), {
             "type": "example", "name": f"Probe {rand_suffix(4)}"}), 201)["id"],
     }
+    fixtures["kb_article"] = expect(env.root.post(path("kb/articles"), {
+        "title": "Probe", "language": "en", "status": "published"}), 201)["id"]
     fixtures["problem"] = expect(env.agt.post(path("problems"), {
         "title": f"Probe {rand_suffix(4)}"}), 201)["id"]
     solved = expect(env.agt.post(path("tickets"), {
