@@ -83,6 +83,9 @@ CREATE TABLE ticket_sla (
     resolution_due      timestamptz,
     paused      boolean NOT NULL DEFAULT false,
     breached    text[] NOT NULL DEFAULT '{}',
+    -- business time to first response and to resolution, once met (reports)
+    first_response_secs integer,
+    resolution_secs     integer,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, ticket_id),
     FOREIGN KEY (tenant_id, ticket_id) REFERENCES tickets ON DELETE CASCADE
@@ -649,6 +652,32 @@ BEGIN
 END
 $$;
 
+-- A message from the system on a ticket: a reply goes to the customer
+-- through the outbox of the ticket's channel; a note stays inside.
+CREATE FUNCTION sb_ticket_system_message(t tickets, p_kind text, p_text text, p_html text)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    msg bigint;
+    outbound boolean := p_kind = 'reply';
+BEGIN
+    INSERT INTO messages (tenant_id, ticket_id, direction, body_text, body_html, channel,
+                          delivery_status)
+    VALUES (t.tenant_id, t.id, CASE WHEN outbound THEN 'outbound' ELSE 'note' END,
+            p_text, p_html, t.channel, CASE WHEN outbound AND t.channel <> 'api' THEN 'pending' END)
+    RETURNING id INTO msg;
+    IF outbound AND t.channel <> 'api' THEN
+        INSERT INTO outbox (tenant_id, message_id, channel) VALUES (t.tenant_id, msg, t.channel);
+        PERFORM pg_notify('switchboard_outbox', '');
+    END IF;
+    PERFORM sb_notify_event('message.created', t.number, msg, jsonb_build_object(
+        'channel', t.channel, 'direction', CASE WHEN outbound THEN 'outbound' ELSE 'note' END,
+        'thread_key', t.thread_key));
+    RETURN msg;
+END
+$$;
+
 -- One action on a ticket.  Raises on an action that cannot apply (the
 -- caller records it and goes on with the others).
 CREATE FUNCTION sb_rule_action(p_ticket bigint, a jsonb) RETURNS jsonb
@@ -659,7 +688,6 @@ DECLARE
     rule text := a->>'script';
     t tickets;
     out jsonb := '{}';
-    msg bigint;
 BEGIN
     IF p_ticket IS NOT NULL THEN
         SELECT * INTO t FROM tickets WHERE tenant_id = sb_tenant() AND id = p_ticket FOR UPDATE;
@@ -721,20 +749,8 @@ BEGIN
         PERFORM sb_notify_event('ticket.escalated', t.number, NULL,
                                 jsonb_build_object('level', (a->>'level')::integer));
     WHEN 'reply', 'note' THEN
-        INSERT INTO messages (tenant_id, ticket_id, direction, body_text, body_html, channel,
-                              delivery_status)
-        VALUES (t.tenant_id, t.id, CASE kind WHEN 'reply' THEN 'outbound' ELSE 'note' END,
-                a->>'text', a->>'html', t.channel,
-                CASE WHEN kind = 'reply' AND t.channel <> 'api' THEN 'pending' END)
-        RETURNING id INTO msg;
-        IF kind = 'reply' AND t.channel <> 'api' THEN
-            INSERT INTO outbox (tenant_id, message_id, channel) VALUES (t.tenant_id, msg, t.channel);
-            PERFORM pg_notify('switchboard_outbox', '');
-        END IF;
-        PERFORM sb_notify_event('message.created', t.number, msg, jsonb_build_object(
-            'channel', t.channel, 'direction', CASE kind WHEN 'reply' THEN 'outbound' ELSE 'note' END,
-            'thread_key', t.thread_key));
-        out := jsonb_build_object('message_id', msg);
+        out := jsonb_build_object('message_id',
+                                  sb_ticket_system_message(t, kind, a->>'text', a->>'html'));
     WHEN 'notify' THEN
         out := sb_rule_notify(t.id, a, rule);
     WHEN 'compensate' THEN
@@ -783,17 +799,21 @@ BEGIN
         RETURN;
     END IF;
     INSERT INTO ticket_sla AS x (tenant_id, ticket_id, policy, state, first_response_due,
-                                 next_response_due, resolution_due, paused, breached)
+                                 next_response_due, resolution_due, paused, breached,
+                                 first_response_secs, resolution_secs)
     VALUES (sb_tenant(), p_ticket, s->>'policy', s->'state',
             to_timestamp((s->>'first_response_due')::double precision),
             to_timestamp((s->>'next_response_due')::double precision),
             to_timestamp((s->>'resolution_due')::double precision),
             coalesce((s->>'paused')::boolean, false),
-            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'breached', '[]'))))
+            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'breached', '[]'))),
+            (s->>'first_response_secs')::integer, (s->>'resolution_secs')::integer)
     ON CONFLICT (tenant_id, ticket_id) DO UPDATE SET policy = EXCLUDED.policy,
         state = EXCLUDED.state, first_response_due = EXCLUDED.first_response_due,
         next_response_due = EXCLUDED.next_response_due, resolution_due = EXCLUDED.resolution_due,
-        paused = EXCLUDED.paused, breached = EXCLUDED.breached, updated_at = now();
+        paused = EXCLUDED.paused, breached = EXCLUDED.breached,
+        first_response_secs = EXCLUDED.first_response_secs,
+        resolution_secs = EXCLUDED.resolution_secs, updated_at = now();
     DELETE FROM timers WHERE tenant_id = sb_tenant() AND ticket_id = p_ticket AND name LIKE 'sla.%'
       AND name NOT IN (SELECT x->>'name' FROM jsonb_array_elements(coalesce(s->'timers', '[]')) x);
     INSERT INTO timers (tenant_id, ticket_id, name, due_at, data)
@@ -866,6 +886,7 @@ $$;
 GRANT EXECUTE ON FUNCTION sb_team_pick(bigint, text), sb_rule_assign(bigint, jsonb),
     sb_rule_notify(bigint, jsonb, text), sb_rule_link_identity(bigint, jsonb),
     sb_rule_action(bigint, jsonb), sb_rule_sla_apply(bigint, jsonb),
+    sb_ticket_system_message(tickets, text, text, text),
     sb_rules_apply_one(jsonb), sb_rules_apply(jsonb) TO switchboard_app;
 
 -- ======================== what the API shows ========================

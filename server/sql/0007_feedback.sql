@@ -53,47 +53,6 @@ BEGIN
 END
 $$;
 
--- Business time to first response and to resolution, once met (the SLA
--- step computes them on the policy's calendar), for the reports.
-ALTER TABLE ticket_sla ADD COLUMN first_response_secs integer, ADD COLUMN resolution_secs integer;
-
-CREATE OR REPLACE FUNCTION sb_rule_sla_apply(p_ticket bigint, s jsonb) RETURNS void
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF s IS NULL OR jsonb_typeof(s) = 'null' THEN
-        DELETE FROM ticket_sla WHERE tenant_id = sb_tenant() AND ticket_id = p_ticket;
-        DELETE FROM timers WHERE tenant_id = sb_tenant() AND ticket_id = p_ticket AND name LIKE 'sla.%';
-        RETURN;
-    END IF;
-    INSERT INTO ticket_sla AS x (tenant_id, ticket_id, policy, state, first_response_due,
-                                 next_response_due, resolution_due, paused, breached,
-                                 first_response_secs, resolution_secs)
-    VALUES (sb_tenant(), p_ticket, s->>'policy', s->'state',
-            to_timestamp((s->>'first_response_due')::double precision),
-            to_timestamp((s->>'next_response_due')::double precision),
-            to_timestamp((s->>'resolution_due')::double precision),
-            coalesce((s->>'paused')::boolean, false),
-            ARRAY(SELECT jsonb_array_elements_text(coalesce(s->'breached', '[]'))),
-            (s->>'first_response_secs')::integer, (s->>'resolution_secs')::integer)
-    ON CONFLICT (tenant_id, ticket_id) DO UPDATE SET policy = EXCLUDED.policy,
-        state = EXCLUDED.state, first_response_due = EXCLUDED.first_response_due,
-        next_response_due = EXCLUDED.next_response_due, resolution_due = EXCLUDED.resolution_due,
-        paused = EXCLUDED.paused, breached = EXCLUDED.breached,
-        first_response_secs = EXCLUDED.first_response_secs,
-        resolution_secs = EXCLUDED.resolution_secs, updated_at = now();
-    DELETE FROM timers WHERE tenant_id = sb_tenant() AND ticket_id = p_ticket AND name LIKE 'sla.%'
-      AND name NOT IN (SELECT x->>'name' FROM jsonb_array_elements(coalesce(s->'timers', '[]')) x);
-    INSERT INTO timers (tenant_id, ticket_id, name, due_at, data)
-    SELECT sb_tenant(), p_ticket, x->>'name', to_timestamp((x->>'due')::double precision),
-           CASE WHEN jsonb_typeof(x->'data') = 'object' THEN x->'data' ELSE '{}' END
-    FROM jsonb_array_elements(coalesce(s->'timers', '[]')) x
-    ON CONFLICT (tenant_id, coalesce(ticket_id, 0), name) DO UPDATE
-        SET due_at = EXCLUDED.due_at, data = EXCLUDED.data
-        WHERE timers.due_at IS DISTINCT FROM EXCLUDED.due_at OR timers.data IS DISTINCT FROM EXCLUDED.data;
-END
-$$;
-
 -- ======================== surveys ========================
 
 -- Offers a survey on a ticket (a = {"nonce": hex, "expires": unix seconds,
@@ -113,17 +72,7 @@ BEGIN
             to_timestamp((a->>'expires')::double precision))
     RETURNING id INTO sid;
     IF coalesce(a->>'text', '') <> '' THEN
-        INSERT INTO messages (tenant_id, ticket_id, direction, body_text, body_html, channel,
-                              delivery_status)
-        VALUES (t.tenant_id, t.id, 'outbound', a->>'text', a->>'html', t.channel,
-                CASE WHEN t.channel <> 'api' THEN 'pending' END)
-        RETURNING id INTO msg;
-        IF t.channel <> 'api' THEN
-            INSERT INTO outbox (tenant_id, message_id, channel) VALUES (t.tenant_id, msg, t.channel);
-            PERFORM pg_notify('switchboard_outbox', '');
-        END IF;
-        PERFORM sb_notify_event('message.created', t.number, msg, jsonb_build_object(
-            'channel', t.channel, 'direction', 'outbound', 'thread_key', t.thread_key));
+        msg := sb_ticket_system_message(t, 'reply', a->>'text', a->>'html');
     END IF;
     RETURN jsonb_build_object('survey', sid, 'message_id', msg);
 END
