@@ -155,6 +155,40 @@ static const openapi_op_t openapi_ops[] = {
      "kb", NULL, 200, "KbPublicArticle", 1},
     {"POST", "/kb/{tenant}/articles/{id}/feedback",
      "Tell whether a published article helped, without login", "kb", "KbFeedback", 204, NULL, 1},
+    {"GET", T "/reports/volume",
+     "Tickets created, solved and open (backlog) per day, week or month (from, to, group; "
+     "filters channel, team, agent, priority, customer_kind; JSON, or CSV with format=csv or "
+     "Accept: text/csv)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/response-times",
+     "Median and p90 of first response and resolution business seconds, per period of "
+     "creation (JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/sla",
+     "SLA attainment and breaches per target, per period of creation (JSON or CSV)", "reports",
+     NULL, 200, "Report", 0},
+    {"GET", T "/reports/csat",
+     "Customer satisfaction per agent and team: ratings, average, share of 4-5, survey "
+     "response rate (JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/agents",
+     "Agent scorecards: tickets handled, median response and resolution times, CSAT, "
+     "compensation issued (JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/compensation",
+     "Compensation granted per month, reason and currency, and pending approvals (JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/retention",
+     "Customers who came back in the next period of equal length, and who went silent after a "
+     "low rating or an SLA breach (JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
+    {"GET", T "/reports/channels",
+     "Tickets created and solved per period and channel (JSON or CSV)", "reports", NULL, 200,
+     "Report", 0},
+    {"GET", T "/reports/problems",
+     "Complaints: the top tags and the top linked problems of the tickets created in the range "
+     "(JSON or CSV)",
+     "reports", NULL, 200, "Report", 0},
     {"GET", T "/teams", "Teams and their members", "teams", NULL, 200, "List", 0},
     {"POST", T "/teams", "Create a team", "teams", "TeamCreate", 201, "Team", 0},
     {"POST", T "/teams/{id}/members", "Add an agent to a team", "teams", "TeamMemberAdd", 204, NULL,
@@ -348,6 +382,17 @@ static const struct {
                    "\"type\":\"integer\",\"minimum\":1,\"maximum\":3650}}}"},
     {"KbFeedback", "{\"type\":\"object\",\"required\":[\"helpful\"],\"additionalProperties\":"
                    "false,\"properties\":{\"helpful\":{\"type\":\"boolean\"}}}"},
+    {"Report",
+     "{\"type\":\"object\",\"required\":[\"report\",\"from\",\"to\",\"group\",\"filters\","
+     "\"rows\",\"totals\"],\"properties\":{\"report\":{\"type\":\"string\"},\"from\":{"
+     "\"type\":\"string\",\"format\":\"date\"},\"to\":{\"type\":\"string\",\"format\":"
+     "\"date\"},\"group\":{\"type\":\"string\",\"enum\":[\"day\",\"week\",\"month\"],"
+     "\"nullable\":true},\"filters\":{\"type\":\"object\",\"properties\":{\"channel\":{"
+     "\"type\":\"string\",\"nullable\":true},\"team\":{\"type\":\"integer\",\"nullable\":"
+     "true},\"agent\":{\"type\":\"integer\",\"nullable\":true},\"priority\":{\"type\":"
+     "\"string\",\"nullable\":true},\"customer_kind\":{\"type\":\"string\",\"nullable\":"
+     "true}}},\"rows\":{\"type\":\"array\",\"items\":{\"type\":\"object\"}},\"totals\":{"
+     "\"type\":\"object\"}}}"},
     {"Away", "{\"type\":\"object\",\"required\":[\"away\"],\"additionalProperties\":false,"
              "\"properties\":{\"away\":{\"type\":\"boolean\"}}}"},
     {"TeamCreate", "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,"

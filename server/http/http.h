@@ -140,6 +140,12 @@ const char *sb_http_req_header(const sb_http_req_t *req, const char *name);
 const char *sb_http_req_param(const sb_http_req_t *req, const char *name);
 /* A query-string parameter, percent-decoded; NULL when absent.  Borrowed. */
 const char *sb_http_req_query(sb_http_req_t *req, const char *name);
+/*
+ * The name of the i-th query-string parameter (from 0), percent-decoded, or
+ * NULL past the last one: for handlers that refuse parameters they do not
+ * know or that are repeated.  Borrowed.
+ */
+const char *sb_http_req_query_name(sb_http_req_t *req, size_t i);
 /* The body (NUL-terminated, len excludes it).  Borrowed. */
 const char *sb_http_req_body(const sb_http_req_t *req, size_t *len);
 /* The parsed body of a JSON route (NULL when there was none).  Borrowed. */

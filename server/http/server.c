@@ -583,6 +583,21 @@ const char *sb_http_req_query(sb_http_req_t *req, const char *name)
     return NULL;
 }
 
+const char *sb_http_req_query_name(sb_http_req_t *req, size_t i)
+{
+    const char *p = req->query;
+
+    while (p && *p) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        if (i-- == 0)
+            return sb_http_pct_decode(req->pool, p, eq ? (size_t)(eq - p) : len, 1);
+        p = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
 const char *sb_http_req_body(const sb_http_req_t *req, size_t *len)
 {
     http_conn_t *c = req->conn;
