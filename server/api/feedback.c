@@ -263,8 +263,9 @@ static void survey_shown(int status, PGresult *const *res, int n, void *data)
         char number[24];
         snprintf(number, sizeof(number), "%lld",
                  (long long)json_integer_value(json_object_get(st, "ticket")));
-        page_form(sr->req, json_string_value(json_object_get(st, "tenant")) ?: "",
-                  json_string_value(json_object_get(st, "subject")) ?: "", number);
+        const char *tenant = json_string_value(json_object_get(st, "tenant"));
+        const char *subject = json_string_value(json_object_get(st, "subject"));
+        page_form(sr->req, tenant ? tenant : "", subject ? subject : "", number);
     } else
         survey_refuse(sr, state && strcmp(state, "answered") == 0 ? 409 : 410);
     json_decref(st);

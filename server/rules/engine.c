@@ -303,7 +303,8 @@ static void outcome_surveys(json_t *out, json_int_t tenant_id)
     json_t *actions = json_object_get(out, "actions");
     for (size_t i = 0; i < json_array_size(actions); i++) {
         json_t *a = json_array_get(actions, i);
-        if (strcmp(json_string_value(json_object_get(a, "type")) ?: "", "survey") != 0)
+        const char *type = json_string_value(json_object_get(a, "type"));
+        if (type == NULL || strcmp(type, "survey") != 0)
             continue;
         sb_survey_ref_t ref = {.tenant_id = tenant_id};
         char token[SB_SURVEY_TOKEN_MAX], nonce[33];
