@@ -78,6 +78,16 @@ int sb_api_tx(sb_api_call_t *call, const sb_db_stmt_t *stmts, int n, sb_db_exec_
  */
 const char *sb_api_path_id(sb_http_req_t *req, const char *name);
 
+/*
+ * Optional query parameters, checked: *out is the value (borrowed) or NULL
+ * when absent.  On a bad value responds 422 naming the parameter and
+ * returns SB_EINVAL.  An id is a positive integer of at most 18 digits; a
+ * date is a calendar day YYYY-MM-DD (year 1 to 9999), and ymd (when not
+ * NULL) receives its year, month and day.
+ */
+int sb_api_query_id(sb_http_req_t *req, const char *name, const char **out);
+int sb_api_query_date(sb_http_req_t *req, const char *name, const char **out, int ymd[3]);
+
 /* Responds 503 (with Retry-After): the database could not take the request. */
 void sb_api_respond_unavailable(sb_http_req_t *req);
 

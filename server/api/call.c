@@ -7,6 +7,7 @@
 #include "auth.h"
 #include "common.h"
 #include "log.h"
+#include "rules/calendar.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -216,6 +217,41 @@ const char *sb_api_path_id(sb_http_req_t *req, const char *name)
         if (!isdigit((unsigned char)v[i]))
             return NULL;
     return v;
+}
+
+int sb_api_query_id(sb_http_req_t *req, const char *name, const char **out)
+{
+    const char *v = sb_http_req_query(req, name);
+    size_t len = v ? strlen(v) : 0;
+
+    *out = v;
+    if (v == NULL)
+        return 0;
+    if (len == 0 || len > 18 || strspn(v, "0123456789") != len || strspn(v, "0") == len) {
+        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a positive integer", name);
+        return SB_EINVAL;
+    }
+    return 0;
+}
+
+int sb_api_query_date(sb_http_req_t *req, const char *name, const char **out, int ymd[3])
+{
+    const char *v = sb_http_req_query(req, name);
+    int y, m, d;
+
+    *out = v;
+    if (v == NULL)
+        return 0;
+    if (sb_date_parse(v, &y, &m, &d) != 0) {
+        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a date (YYYY-MM-DD)", name);
+        return SB_EINVAL;
+    }
+    if (ymd) {
+        ymd[0] = y;
+        ymd[1] = m;
+        ymd[2] = d;
+    }
+    return 0;
 }
 
 void sb_api_respond_unavailable(sb_http_req_t *req)

@@ -164,51 +164,6 @@ static int comp_amount(sb_http_req_t *req, const char *field, json_t *v, int zer
     return 0;
 }
 
-/* A query parameter that must be a positive integer (up to 18 digits). */
-static int comp_query_id(sb_http_req_t *req, const char *name, const char **out)
-{
-    const char *v = sb_http_req_query(req, name);
-    size_t len = v ? strlen(v) : 0;
-
-    *out = v;
-    if (v == NULL)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)v[i]))
-            len = 0;
-    if (len == 0 || len > 18 || strspn(v, "0") == len) {
-        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a positive integer", name);
-        return SB_EINVAL;
-    }
-    return 0;
-}
-
-/* A query parameter that must be a calendar date, YYYY-MM-DD. */
-static int comp_query_date(sb_http_req_t *req, const char *name, const char **out)
-{
-    static const int days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    const char *v = sb_http_req_query(req, name);
-    int ok = v && strlen(v) == 10 && v[4] == '-' && v[7] == '-';
-
-    *out = v;
-    if (v == NULL)
-        return 0;
-    for (int i = 0; ok && i < 10; i++)
-        if (i != 4 && i != 7 && !isdigit((unsigned char)v[i]))
-            ok = 0;
-    if (ok) {
-        int y = atoi(v), m = atoi(v + 5), d = atoi(v + 8);
-        int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        ok =
-            y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= days[m - 1] && (m != 2 || d <= 28 + leap);
-    }
-    if (!ok) {
-        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a date (YYYY-MM-DD)", name);
-        return SB_EINVAL;
-    }
-    return 0;
-}
-
 /* ======================== ledger ======================== */
 
 static int comp_list(sb_http_req_t *req, void *data)
@@ -255,9 +210,10 @@ static int comp_list(sb_http_req_t *req, void *data)
             return 0;
         }
     }
-    if (comp_query_id(req, "ticket", &op->params[0]) ||
-        comp_query_id(req, "customer", &op->params[1]) ||
-        comp_query_date(req, "from", &op->params[3]) || comp_query_date(req, "to", &op->params[4]))
+    if (sb_api_query_id(req, "ticket", &op->params[0]) ||
+        sb_api_query_id(req, "customer", &op->params[1]) ||
+        sb_api_query_date(req, "from", &op->params[3], NULL) ||
+        sb_api_query_date(req, "to", &op->params[4], NULL))
         return 0;
     op->params[2] = status;
     snprintf(op->buf[0], sizeof(op->buf[0]), "%ld", lim);
@@ -427,7 +383,8 @@ static int comp_totals(sb_http_req_t *req, void *data)
         sb_api_respond_invalid(req, "group", "parameter \"group\" must be \"month\"");
         return 0;
     }
-    if (comp_query_date(req, "from", &op->params[0]) || comp_query_date(req, "to", &op->params[1]))
+    if (sb_api_query_date(req, "from", &op->params[0], NULL) ||
+        sb_api_query_date(req, "to", &op->params[1], NULL))
         return 0;
     return comp_begin(req, data, SB_ROLE_VIEWER, op);
 }

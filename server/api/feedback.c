@@ -135,15 +135,9 @@ static int feedback_list(sb_http_req_t *req, void *data)
     static const char *const names[] = {"ticket", "agent"};
     sb_api_op_t *op = sb_api_op_new(req, 200, sql, 2);
 
-    for (int i = 0; i < 2; i++) {
-        const char *v = sb_http_req_query(req, names[i]);
-        size_t len = v ? strlen(v) : 0;
-        if (v && (len == 0 || len > 18 || strspn(v, "0123456789") != len)) {
-            sb_api_respond_invalid(req, names[i], "parameter \"%s\" must be a number", names[i]);
+    for (int i = 0; i < 2; i++)
+        if (sb_api_query_id(req, names[i], &op->params[i]) != 0)
             return 0;
-        }
-        op->params[i] = v;
-    }
     return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
 }
 

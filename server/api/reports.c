@@ -595,25 +595,13 @@ static void report_date(long z, char *buf, size_t len)
 /* A date parameter (YYYY-MM-DD, a real calendar day) as a day number. */
 static int report_query_date(sb_http_req_t *req, const char *name, long *out)
 {
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    const char *v = sb_http_req_query(req, name);
-    int ok = v && strlen(v) == 10 && v[4] == '-' && v[7] == '-';
+    const char *v;
+    int ymd[3];
 
-    for (int i = 0; ok && i < 10; i++)
-        if (i != 4 && i != 7 && !isdigit((unsigned char)v[i]))
-            ok = 0;
-    if (ok) {
-        int y = atoi(v), m = atoi(v + 5), d = atoi(v + 8);
-        int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        ok = y >= 1 && m >= 1 && m <= 12 && d >= 1 && d <= mdays[m - 1] &&
-             (m != 2 || d <= 28 + leap);
-        if (ok)
-            *out = report_days(y, m, d);
-    }
-    if (!ok) {
-        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a date (YYYY-MM-DD)", name);
+    if (sb_api_query_date(req, name, &v, ymd) != 0)
         return SB_EINVAL;
-    }
+    if (v)
+        *out = report_days(ymd[0], ymd[1], ymd[2]);
     return 0;
 }
 
@@ -636,25 +624,6 @@ static int report_query_enum(sb_http_req_t *req, const char *name, const char *c
     sb_api_respond_invalid(req, name, "parameter \"%s\" must be one of: %s", name, allowed.data);
     sb_buf_free(&allowed);
     return SB_EINVAL;
-}
-
-/* An optional parameter that must be an id (a positive integer, 18 digits at most). */
-static int report_query_id(sb_http_req_t *req, const char *name, const char **out)
-{
-    const char *v = sb_http_req_query(req, name);
-    size_t len = v ? strlen(v) : 0;
-
-    *out = v;
-    if (v == NULL)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!isdigit((unsigned char)v[i]))
-            len = 0;
-    if (len == 0 || len > 18 || strspn(v, "0") == len) {
-        sb_api_respond_invalid(req, name, "parameter \"%s\" must be a positive integer", name);
-        return SB_EINVAL;
-    }
-    return 0;
 }
 
 /* A channel name: 1 to 64 characters, none of them a control character. */
@@ -803,8 +772,8 @@ static int report_get(sb_http_req_t *req, void *data)
     report_t *r = sb_pool_calloc(sb_http_req_pool(req), sizeof(*r));
     r->def = def;
     if (report_query_names(req) != 0 || report_query_enum(req, "group", report_groups, &group) ||
-        report_query_channel(req, &r->params[3]) || report_query_id(req, "team", &r->params[4]) ||
-        report_query_id(req, "agent", &r->params[5]) ||
+        report_query_channel(req, &r->params[3]) || sb_api_query_id(req, "team", &r->params[4]) ||
+        sb_api_query_id(req, "agent", &r->params[5]) ||
         report_query_enum(req, "priority", report_priorities, &r->params[6]) ||
         report_query_enum(req, "customer_kind", report_kinds, &r->params[7]) ||
         report_query_enum(req, "format", report_formats, &format))
