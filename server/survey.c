@@ -89,3 +89,18 @@ int sb_survey_verify(const char *token, sb_survey_ref_t *ref)
     ref->expires = get64(buf + 8 + SB_SURVEY_NONCE_LEN);
     return 0;
 }
+
+char *sb_survey_url(const sb_config_t *cfg, const char *token)
+{
+    sb_buf_t b;
+    sb_buf_init(&b);
+    if (cfg->public_url && cfg->public_url[0]) {
+        size_t len = strlen(cfg->public_url);
+        while (len > 0 && cfg->public_url[len - 1] == '/')
+            len--;
+        sb_buf_append(&b, cfg->public_url, len);
+    } else
+        sb_buf_printf(&b, "http://%s", cfg->listen);
+    sb_buf_printf(&b, "/survey/%s", token);
+    return sb_buf_steal(&b, NULL);
+}

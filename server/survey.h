@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
+
 #define SB_SURVEY_NONCE_LEN 16
 /* Room for a token and its NUL (base64url of 24 + 16 + 32 bytes). */
 #define SB_SURVEY_TOKEN_MAX 112
@@ -37,5 +39,11 @@ int sb_survey_token(const sb_survey_ref_t *ref, char out[SB_SURVEY_TOKEN_MAX]);
  * anything forged, truncated or signed with another key.
  */
 int sb_survey_verify(const char *token, sb_survey_ref_t *ref);
+
+/*
+ * The link customers open: public_url (trailing slashes dropped), or
+ * http://<listen> without one, then /survey/<token>.  The caller frees it.
+ */
+char *sb_survey_url(const sb_config_t *cfg, const char *token);
 
 #endif

@@ -29,20 +29,6 @@ typedef struct {
     const char *params[3];
 } survey_new_t;
 
-static char *survey_url(const sb_api_t *api, const char *token)
-{
-    const char *base = api->cfg->public_url;
-    char buf[512];
-    if (base && base[0]) {
-        size_t len = strlen(base);
-        while (len > 0 && base[len - 1] == '/')
-            len--;
-        snprintf(buf, sizeof(buf), "%.*s/survey/%s", (int)len, base, token);
-    } else
-        snprintf(buf, sizeof(buf), "http://%s/survey/%s", api->cfg->listen, token);
-    return sb_xstrdup(buf);
-}
-
 static void survey_link_done(int status, PGresult *const *res, int n, void *data)
 {
     sb_api_call_t *call = data;
@@ -68,7 +54,7 @@ static void survey_link_done(int status, PGresult *const *res, int n, void *data
         sb_api_respond_unavailable(call->req);
         return;
     }
-    char *url = survey_url(call->api, token);
+    char *url = sb_survey_url(call->api->cfg, token);
     sb_http_respond_json(call->req, 200,
                          json_pack("{s:s, s:s}", "url", url, "expires_at", PQgetvalue(r, 0, 2)));
     free(url);

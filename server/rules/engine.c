@@ -277,23 +277,6 @@ static void log_errors(json_t *ev, json_t *errors)
 }
 
 /*
- * Where customers reach this server: public_url, or the listen address.
- * Returns a new string.
- */
-static char *public_base(const sb_config_t *cfg)
-{
-    char buf[300];
-    if (cfg->public_url && cfg->public_url[0]) {
-        snprintf(buf, sizeof(buf), "%s", cfg->public_url);
-        size_t len = strlen(buf);
-        while (len > 0 && buf[len - 1] == '/')
-            buf[--len] = '\0';
-    } else
-        snprintf(buf, sizeof(buf), "http://%s", cfg->listen);
-    return sb_xstrdup(buf);
-}
-
-/*
  * Survey actions get their link here, from the host: a fresh nonce and a
  * token signed with a key the scripts never see.  A survey that cannot be
  * signed is dropped and reported.
@@ -321,9 +304,9 @@ static void outcome_surveys(json_t *out, json_int_t tenant_id)
             continue;
         }
         sb_survey_nonce_hex(ref.nonce, nonce);
-        char *base = public_base(re.cfg);
-        json_t *url = json_sprintf("%s/survey/%s", base, token);
-        free(base);
+        char *link = sb_survey_url(re.cfg, token);
+        json_t *url = json_string(link);
+        free(link);
         const char *text = json_string_value(json_object_get(a, "text"));
         if (text) {
             GString *g = g_string_new(text);
