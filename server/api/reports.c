@@ -3,8 +3,9 @@
  * response times, SLA attainment, CSAT, agent scorecards, compensation,
  * retention, channels and problems, as JSON or as CSV.  Each report is one
  * read-only query run as the caller under row-level security: the database
- * makes the numbers and the documents, this file checks the parameters and
- * picks the form of the answer.  Nothing is cached or stored here.
+ * makes the numbers and the documents (from the rollups it keeps, see
+ * 0010_report_rollups.sql), this file checks the parameters and picks the
+ * form of the answer.
  */
 
 /*
@@ -39,7 +40,10 @@
  * "totals": {...}}.  As CSV: the rows only, a header line of the columns
  * below, one line per row, CRLF, RFC 4180 quoting, NULL as the empty field,
  * and each field exactly the JSON value's text (sb_report_csv in
- * 0009_reports.sql); an object (agents' compensation) is its JSON text.
+ * 0009_reports.sql, replaced in 0010); an object (agents' compensation) is
+ * its JSON text.  A text value that a spreadsheet would run as a formula
+ * (it starts with =, +, -, @, a tab or a carriage return: a tag, a reason,
+ * a name anyone could have typed) gets a leading apostrophe.
  * Time series have a row for every period that meets the range (zero
  * counts included); a period is labelled by its first calendar day and
  * counts only what falls inside the range.  Durations are seconds;
@@ -101,19 +105,17 @@
  *   ties by name.  Totals: tickets, tagged, linked.
  *
  * Speed (the goal: each report under a second on a tenant of 1,000,000
- * tickets): the ranges are read through indexes that lead with the tenant
- * and carry the columns the reports use (0009_reports.sql), so a range is
- * an index-only scan and row-level security is an index condition rather
- * than a check on each row.  A count series joins each period to its own
- * index range, so no row is bucketed; the backlog is a running sum from the
- * tickets open when the range starts.  Medians need every value: a series
- * joins its tickets to their SLA rows a day at a time (small hash joins,
- * bounded by the day's ticket ids, in period order, so nothing is sorted
- * but each period's values); the scorecards hash the range's SLA rows once
- * and sort by agent.  Grouping sets give the totals in the same pass;
- * filters through tickets and customers hash the matching ids once; nothing
- * is queried per row.  The transaction plans for the actual parameters, in
- * UTC, with room to sort in memory (sql_setup).
+ * tickets): the time series, CSAT, the scorecards and the problems read
+ * the rollups of 0010_report_rollups.sql through sb_report_facts: a row
+ * per day and combination of the filters, with the times as arrays, so a
+ * year is a few hundred thousand small rows whatever the ticket count.
+ * Days that are not rolled up or that changed since (marked by triggers)
+ * are computed live by the same function that builds the rollups, in the
+ * same snapshot, so the numbers are exact either way (test_reports.py
+ * compares both paths).  Retention goes customer by customer, an index
+ * probe of each one's tickets by time; compensation reads its own small
+ * table.  The transaction plans for the actual parameters, in UTC, with
+ * room to sort in memory (sql_setup).
  */
 #include "api.h"
 #include "common.h"
@@ -141,15 +143,32 @@
 #define R_LO "$1::date::timestamptz"
 #define R_HI "($2::date + 1)::timestamptz"
 
-/* The periods of a time series, each cut to the range (lo, hi). */
-#define R_PERIODS                                                                     \
-    "periods AS MATERIALIZED (SELECT g::date AS period, greatest(g, " R_LO ") AS lo," \
-    " least(g + ('1 ' || $3)::interval, " R_HI ") AS hi FROM generate_series("        \
-    "date_trunc($3, " R_LO "), $2::date::timestamptz, ('1 ' || $3)::interval) g)"
+/* The periods of a time series (the first day of each), from the range's. */
+#define R_PERIODS                                                             \
+    "periods AS MATERIALIZED (SELECT g::date AS period FROM generate_series(" \
+    "date_trunc($3, $1::date::timestamp), $2::date::timestamp, ('1 ' || $3)::interval) g)"
+/* The period of a rollup row f. */
+#define R_PERIOD_F "date_trunc($3, f.day::timestamp)::date"
 
 /*
- * The filters on a ticket t.  Internal customers are few: hashed once, and
- * external means not among them.
+ * The rollup rows of the range that pass the filters
+ * (0010_report_rollups.sql: rolled up where clean, live elsewhere; whole
+ * months as one row per combination when the report's periods are months,
+ * or it has none).  agent_id is the assignee for ticket measures, the
+ * credited agent for CSAT ones, as the filter's definition says.
+ */
+#define R_FACTS_WHERE                                                                        \
+    " WHERE ($4::text IS NULL OR f.channel = $4) AND ($5::bigint IS NULL OR f.team_id = $5)" \
+    " AND ($6::bigint IS NULL OR f.agent_id = $6) AND ($7::text IS NULL OR f.priority = $7)" \
+    " AND ($8::text IS NULL OR f.internal = ($8 = 'internal'))"
+#define R_FACTS                                                                  \
+    "facts AS MATERIALIZED (SELECT f.* FROM sb_report_facts($1::date, $2::date," \
+    " coalesce($3, 'month') = 'month') f" R_FACTS_WHERE ")"
+
+/*
+ * The filters on a ticket t (retention and compensation, which read the
+ * tables).  Internal customers are few: hashed once, and external means
+ * not among them.
  */
 #define R_INTERNAL                                                     \
     "(SELECT ic.id FROM customers ic WHERE ic.tenant_id = sb_tenant()" \
@@ -164,71 +183,16 @@
 #define R_FILTER_T R_TICKET_T R_AGENT_T R_KIND_T
 /* The agent filter on what is not a ticket. */
 #define R_AGENT_F " AND ($6::bigint IS NULL OR f.agent_id = $6)"
-#define R_AGENT_V " AND ($6::bigint IS NULL OR v.agent_id = $6)"
 #define R_AGENT_C " AND ($6::bigint IS NULL OR c.issued_by_agent = $6)"
 #define R_AGENT_M " AND ($6::bigint IS NULL OR m.agent_id = $6)"
 /*
- * Feedback f whose ticket passes the ticket filters: without filters this
- * folds away, with them the matching tickets are hashed once.  _ALL also
- * filters on the ticket's assignee.
+ * Feedback f whose ticket passes every ticket filter: without filters this
+ * folds away, with them the matching tickets are hashed once.
  */
-#define R_FEEDBACK_TICKET                                                  \
-    " AND (($4::text IS NULL AND $5::bigint IS NULL AND $7::text IS NULL"  \
-    " AND $8::text IS NULL) OR f.ticket_id IN (SELECT t.id FROM tickets t" \
-    " WHERE t.tenant_id = sb_tenant()" R_TICKET_T R_KIND_T "))"
 #define R_FEEDBACK_TICKET_ALL                                                    \
     " AND (($4::text IS NULL AND $5::bigint IS NULL AND $6::bigint IS NULL"      \
     " AND $7::text IS NULL AND $8::text IS NULL) OR f.ticket_id IN (SELECT t.id" \
     " FROM tickets t WHERE t.tenant_id = sb_tenant()" R_FILTER_T "))"
-
-/*
- * A ticket t's times: business seconds when it has an SLA row s (NULL until
- * met), wall clock otherwise (a time stamped before the ticket counts 0).
- */
-#define R_FIRST_RESPONSE                                                        \
-    "CASE WHEN s.ticket_id IS NULL THEN extract(epoch FROM t.first_response_at" \
-    " - least(t.created_at, t.first_response_at))::float8"                      \
-    " ELSE s.first_response_secs::float8 END"
-#define R_RESOLUTION                                                    \
-    "CASE WHEN s.ticket_id IS NULL THEN extract(epoch FROM t.solved_at" \
-    " - least(t.created_at, t.solved_at))::float8 ELSE s.resolution_secs::float8 END"
-
-/*
- * Tickets joined to their SLA rows one day of creation at a time: each
- * day's tickets with the SLA rows between the smallest and the largest of
- * their ids, a small hash join that stays in the cache, where one join of
- * the whole range would not.  Ticket ids grow with time, so a day's id
- * range holds about that day's SLA rows (exact whatever the ids).  "+ 0"
- * keeps the planner from reading the primary key for min and max.  The days
- * come in period order, so a series is grouped without sorting; OFFSET 0
- * keeps the planner from flattening a day's query into one scan of the
- * tenant.  Use: R_DAY_JOIN_OPEN "<columns of t and s>" R_DAY_JOIN_CLOSE.
- */
-#define R_DAYS                                                                         \
-    "days AS MATERIALIZED (SELECT date_trunc(coalesce($3, 'day'), g)::date AS period," \
-    " g AS lo, g + interval '1 day' AS hi, b.lo_id, b.hi_id"                           \
-    " FROM generate_series(" R_LO ", $2::date::timestamptz, interval '1 day') g"       \
-    " CROSS JOIN LATERAL (SELECT min(b.id + 0) AS lo_id, max(b.id + 0) AS hi_id"       \
-    "  FROM tickets b WHERE b.tenant_id = sb_tenant() AND b.created_at >= g"           \
-    "  AND b.created_at < g + interval '1 day') b)"
-#define R_DAY_JOIN_OPEN " (SELECT * FROM days ORDER BY period, lo) d CROSS JOIN LATERAL (SELECT "
-#define R_DAY_JOIN_CLOSE                                                                           \
-    " FROM tickets t LEFT JOIN (SELECT s.ticket_id, s.first_response_secs,"                        \
-    "  s.resolution_secs, s.breached FROM ticket_sla s WHERE s.tenant_id = sb_tenant()"            \
-    "  AND s.ticket_id BETWEEN d.lo_id AND d.hi_id) s ON s.ticket_id = t.id"                       \
-    " WHERE t.tenant_id = sb_tenant() AND t.created_at >= d.lo AND t.created_at < d.hi" R_FILTER_T \
-    " OFFSET 0) x"
-/*
- * The SLA rows s of the tickets t solved in the range, for a grouping other
- * than by time: one hash join, bounded by those tickets' ids as above.
- */
-#define R_SLA_JOIN_SOLVED                                                      \
-    " LEFT JOIN (SELECT s.ticket_id, s.first_response_secs, s.resolution_secs" \
-    "  FROM (SELECT min(b.id + 0) AS lo, max(b.id + 0) AS hi FROM tickets b"   \
-    "   WHERE b.tenant_id = sb_tenant()"                                       \
-    "   AND b.solved_at >= " R_LO " AND b.solved_at < " R_HI ") b"             \
-    "  JOIN ticket_sla s ON s.tenant_id = sb_tenant()"                         \
-    "   AND s.ticket_id BETWEEN b.lo AND b.hi) s ON s.ticket_id = t.id"
 
 /* The answer around a body: the document, or the rows as CSV. */
 #define R_REPORT_OPEN                                                                \
@@ -240,29 +204,24 @@
     " FROM ("
 #define R_REPORT_CLOSE ") r(rows, totals)"
 
+/*
+ * The backlog needs the days before the range too (the tickets still open
+ * when it starts), from the tenant's first ticket on, by month where it
+ * can.
+ */
 static const char sql_volume[] = R_REPORT_OPEN
     "WITH " R_PERIODS ","
-    /* each period's own index range: no row is bucketed */
-    " c AS (SELECT p.period, count(t.id) AS created,"
-    "  count(t.id) FILTER (WHERE t.status IN ('solved', 'closed')"
-    "   AND (t.solved_at IS NULL OR t.solved_at <= t.created_at)) AS ended"
-    "  FROM periods p LEFT JOIN tickets t ON t.tenant_id = sb_tenant()"
-    "   AND t.created_at >= p.lo AND t.created_at < p.hi" R_FILTER_T "  GROUP BY p.period),"
-    " s AS (SELECT p.period, count(t.id) AS solved,"
-    "  count(t.id) FILTER (WHERE t.status IN ('solved', 'closed')"
-    "   AND t.solved_at > t.created_at) AS ended"
-    "  FROM periods p LEFT JOIN tickets t ON t.tenant_id = sb_tenant()"
-    "   AND t.solved_at >= p.lo AND t.solved_at < p.hi" R_FILTER_T "  GROUP BY p.period),"
-    /* open when the range starts: not solved, or solved since */
-    " b AS (SELECT (SELECT count(*) FROM tickets t WHERE t.tenant_id = sb_tenant()"
-    "   AND t.created_at < " R_LO " AND t.status NOT IN ('solved', 'closed')" R_FILTER_T ")"
-    "  + (SELECT count(*) FROM tickets t WHERE t.tenant_id = sb_tenant()"
-    "   AND t.solved_at >= " R_LO " AND t.created_at < " R_LO
-    "   AND t.status IN ('solved', 'closed')" R_FILTER_T ") AS open),"
-    " r AS (SELECT c.period, c.created, s.solved,"
-    "  (b.open + sum(c.created - c.ended - s.ended) OVER (ORDER BY c.period))::bigint"
-    "   AS backlog"
-    "  FROM c JOIN s ON s.period = c.period CROSS JOIN b)"
+    " first AS MATERIALIZED (SELECT least($1::date, coalesce(sb_report_first_day(), $1::date))"
+    "  AS day), " R_FACTS ","
+    " b AS (SELECT coalesce(sum(f.created - f.created_ended - f.solved_ended), 0) AS open"
+    "  FROM first, sb_report_facts(first.day, $1::date - 1, true) f" R_FACTS_WHERE "),"
+    " c AS (SELECT " R_PERIOD_F " AS period, sum(f.created) AS created, sum(f.solved) AS solved,"
+    "  sum(f.created - f.created_ended - f.solved_ended) AS delta"
+    "  FROM facts f GROUP BY 1),"
+    " r AS (SELECT p.period, coalesce(c.created, 0)::bigint AS created,"
+    "  coalesce(c.solved, 0)::bigint AS solved,"
+    "  (b.open + sum(coalesce(c.delta, 0)) OVER (ORDER BY p.period))::bigint AS backlog"
+    "  FROM periods p LEFT JOIN c ON c.period = p.period CROSS JOIN b)"
     " SELECT coalesce(json_agg(json_build_object('period', r.period, 'created', r.created,"
     "  'solved', r.solved, 'backlog', r.backlog) ORDER BY r.period), '[]'),"
     " json_build_object('created', coalesce(sum(r.created), 0)::bigint,"
@@ -270,24 +229,37 @@ static const char sql_volume[] = R_REPORT_OPEN
     "  'backlog', (array_agg(r.backlog ORDER BY r.period DESC))[1])"
     " FROM r" R_REPORT_CLOSE;
 
-#define R_TIMES_A                                                                    \
-    "'first_response_count', coalesce(a.frn, 0), 'first_response_median', a.frq[1]," \
-    " 'first_response_p90', a.frq[2], 'resolution_count', coalesce(a.rsn, 0),"       \
-    " 'resolution_median', a.rsq[1], 'resolution_p90', a.rsq[2]"
+/*
+ * Per period (g = 0) and for the whole range (g = 1), the count, median and
+ * p90 of the values of a time array of the rollup rows.  Two aggregates,
+ * not grouping sets, which would sort every value once more by period.
+ */
+#define R_QUANTILES(col, name)                                                \
+    " " name " AS (SELECT 0 AS g, " R_PERIOD_F " AS period, count(*) AS n,"   \
+    "  percentile_cont('{0.5,0.9}'::float8[]) WITHIN GROUP (ORDER BY v) AS q" \
+    "  FROM facts f, unnest(f." col ") v GROUP BY 2"                          \
+    " UNION ALL SELECT 1, NULL, count(*),"                                    \
+    "  percentile_cont('{0.5,0.9}'::float8[]) WITHIN GROUP (ORDER BY v)"      \
+    "  FROM facts f, unnest(f." col ") v),"
+#define R_TIMES_A                                                                  \
+    "'first_response_count', coalesce(fq.n, 0), 'first_response_median', fq.q[1]," \
+    " 'first_response_p90', fq.q[2], 'resolution_count', coalesce(rq.n, 0),"       \
+    " 'resolution_median', rq.q[1], 'resolution_p90', rq.q[2]"
 
 static const char sql_response_times[] = R_REPORT_OPEN
-    "WITH " R_PERIODS ", " R_DAYS ","
-    " a AS (SELECT GROUPING(d.period) AS g, d.period, count(*) AS tickets,"
-    "  count(x.fr) AS frn,"
-    "  percentile_cont('{0.5,0.9}'::float8[]) WITHIN GROUP (ORDER BY x.fr) AS frq,"
-    "  count(x.rs) AS rsn,"
-    "  percentile_cont('{0.5,0.9}'::float8[]) WITHIN GROUP (ORDER BY x.rs) AS rsq"
-    "  FROM" R_DAY_JOIN_OPEN R_FIRST_RESPONSE " AS fr, " R_RESOLUTION " AS rs" R_DAY_JOIN_CLOSE
-    "  GROUP BY GROUPING SETS ((d.period), ()))"
-    " SELECT coalesce(json_agg(json_build_object('period', p.period,"
-    "  'tickets', coalesce(a.tickets, 0), " R_TIMES_A ") ORDER BY p.period), '[]'),"
-    " (SELECT json_build_object('tickets', a.tickets, " R_TIMES_A ") FROM a WHERE a.g = 1)"
-    " FROM periods p LEFT JOIN a ON a.g = 0 AND a.period = p.period" R_REPORT_CLOSE;
+    "WITH " R_PERIODS ", " R_FACTS ","
+    " n AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F " AS period,"
+    "  sum(f.created) AS tickets FROM facts f GROUP BY GROUPING SETS ((" R_PERIOD_F
+    "), ()))," R_QUANTILES("fr", "fq") R_QUANTILES(
+        "rs",
+        "rq") " one AS (SELECT 1)"
+              " SELECT coalesce(json_agg(json_build_object('period', p.period,"
+              "  'tickets', coalesce(n.tickets, 0), " R_TIMES_A ") ORDER BY p.period), '[]'),"
+              " (SELECT json_build_object('tickets', coalesce(n.tickets, 0), " R_TIMES_A ")"
+              "  FROM one LEFT JOIN n ON n.g = 1 LEFT JOIN fq ON fq.g = 1 LEFT JOIN rq ON rq.g = 1)"
+              " FROM periods p LEFT JOIN n ON n.g = 0 AND n.period = p.period"
+              " LEFT JOIN fq ON fq.g = 0 AND fq.period = p.period"
+              " LEFT JOIN rq ON rq.g = 0 AND rq.period = p.period" R_REPORT_CLOSE;
 
 #define R_SLA_COLS_A                                                                      \
     "'with_policy', coalesce(a.with_policy, 0), 'breached', coalesce(a.breached, 0),"     \
@@ -298,18 +270,17 @@ static const char sql_response_times[] = R_REPORT_OPEN
     " 'resolution_breaches', coalesce(a.rs, 0)"
 
 static const char sql_sla[] = R_REPORT_OPEN
-    "WITH " R_PERIODS ", " R_DAYS ","
-    " a AS (SELECT GROUPING(d.period) AS g, d.period, count(*) AS tickets,"
-    "  count(x.sla) AS with_policy,"
-    "  count(*) FILTER (WHERE cardinality(x.breached) > 0) AS breached,"
-    "  count(*) FILTER (WHERE 'first_response' = ANY (x.breached)) AS fr,"
-    "  count(*) FILTER (WHERE 'next_response' = ANY (x.breached)) AS nr,"
-    "  count(*) FILTER (WHERE 'resolution' = ANY (x.breached)) AS rs"
-    "  FROM" R_DAY_JOIN_OPEN "s.ticket_id AS sla, s.breached" R_DAY_JOIN_CLOSE
-    "  GROUP BY GROUPING SETS ((d.period), ()))"
+    "WITH " R_PERIODS ", " R_FACTS ","
+    " a AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F " AS period,"
+    "  sum(f.created)::bigint AS tickets, sum(f.with_policy)::bigint AS with_policy,"
+    "  sum(f.breached)::bigint AS breached, sum(f.fr_breaches)::bigint AS fr,"
+    "  sum(f.nr_breaches)::bigint AS nr, sum(f.rs_breaches)::bigint AS rs"
+    "  FROM facts f GROUP BY GROUPING SETS ((" R_PERIOD_F "), ())),"
+    " one AS (SELECT 1)"
     " SELECT coalesce(json_agg(json_build_object('period', p.period,"
     "  'tickets', coalesce(a.tickets, 0), " R_SLA_COLS_A ") ORDER BY p.period), '[]'),"
-    " (SELECT json_build_object('tickets', a.tickets, " R_SLA_COLS_A ") FROM a WHERE a.g = 1)"
+    " (SELECT json_build_object('tickets', coalesce(a.tickets, 0), " R_SLA_COLS_A ")"
+    "  FROM one LEFT JOIN a ON a.g = 1)"
     " FROM periods p LEFT JOIN a ON a.g = 0 AND a.period = p.period" R_REPORT_CLOSE;
 
 #define R_CSAT_COLS_R                                                \
@@ -320,82 +291,91 @@ static const char sql_sla[] = R_REPORT_OPEN
     " 'response_rate', CASE WHEN r.offered > 0"                      \
     "  THEN round(r.answered::numeric / r.offered, 4)::float8 END"
 
-/* Feedback and surveys meet their tickets (for the team and the filters) in one join. */
+/* The average of the ratings of rollup rows f, two decimals. */
+#define R_CSAT_AVERAGE "round(sum(f.rating_sum)::numeric / nullif(sum(f.ratings), 0), 2)::float8"
+
 static const char sql_csat[] = R_REPORT_OPEN
-    "WITH u0 AS (SELECT f.ticket_id, f.agent_id, f.rating, NULL::boolean AS answered"
-    "  FROM feedback f WHERE f.tenant_id = sb_tenant()"
-    "  AND f.created_at >= " R_LO " AND f.created_at < " R_HI R_AGENT_F
-    " UNION ALL SELECT v.ticket_id, v.agent_id, NULL, v.answered_at IS NOT NULL"
-    "  FROM surveys v WHERE v.tenant_id = sb_tenant()"
-    "  AND v.created_at >= " R_LO " AND v.created_at < " R_HI R_AGENT_V "),"
-    " u AS (SELECT u0.agent_id, t.team_id, u0.rating, u0.answered FROM u0"
-    "  JOIN tickets t ON t.tenant_id = sb_tenant() AND t.id = u0.ticket_id" R_TICKET_T R_KIND_T "),"
-    " a AS (SELECT CASE WHEN GROUPING(u.agent_id) = 0 THEN 'agent'"
-    "   WHEN GROUPING(u.team_id) = 0 THEN 'team' END AS kind,"
-    "  CASE WHEN GROUPING(u.agent_id) = 0 THEN u.agent_id ELSE u.team_id END AS id,"
-    "  count(u.rating) AS ratings, round(avg(u.rating), 2)::float8 AS average,"
-    "  count(*) FILTER (WHERE u.rating >= 4) AS satisfied, count(u.answered) AS offered,"
-    "  count(*) FILTER (WHERE u.answered) AS answered"
-    "  FROM u GROUP BY GROUPING SETS ((u.agent_id), (u.team_id), ())),"
+    "WITH " R_FACTS ","
+    " a AS (SELECT CASE WHEN GROUPING(f.agent_id) = 0 THEN 'agent'"
+    "   WHEN GROUPING(f.team_id) = 0 THEN 'team' END AS kind,"
+    "  CASE WHEN GROUPING(f.agent_id) = 0 THEN f.agent_id ELSE f.team_id END AS id,"
+    "  sum(f.ratings)::bigint AS ratings, " R_CSAT_AVERAGE " AS average,"
+    "  sum(f.satisfied)::bigint AS satisfied, sum(f.offered)::bigint AS offered,"
+    "  sum(f.answered)::bigint AS answered"
+    "  FROM facts f WHERE f.ratings > 0 OR f.offered > 0"
+    "  GROUP BY GROUPING SETS ((f.agent_id), (f.team_id), ())),"
     " r AS (SELECT a.*, CASE a.kind WHEN 'agent' THEN ag.name ELSE tm.name END AS name"
     "  FROM a LEFT JOIN agents ag ON a.kind = 'agent' AND ag.id = a.id"
     "  LEFT JOIN teams tm ON a.kind = 'team' AND tm.tenant_id = sb_tenant() AND tm.id = a.id"
-    "  WHERE a.kind IS NOT NULL AND a.id IS NOT NULL)"
+    "  WHERE a.kind IS NOT NULL AND a.id IS NOT NULL),"
+    " one AS (SELECT 1)"
     " SELECT (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'id', r.id,"
     "  'name', r.name, " R_CSAT_COLS_R ") ORDER BY r.kind, r.name, r.id), '[]') FROM r),"
-    " (SELECT json_build_object(" R_CSAT_COLS_R ") FROM a r WHERE r.kind IS NULL)" R_REPORT_CLOSE;
+    " (SELECT json_build_object('ratings', coalesce(r.ratings, 0), 'average', r.average,"
+    "  'satisfied_share', CASE WHEN r.ratings > 0"
+    "   THEN round(r.satisfied::numeric / r.ratings, 4)::float8 END,"
+    "  'offered', coalesce(r.offered, 0), 'answered', coalesce(r.answered, 0),"
+    "  'response_rate', CASE WHEN r.offered > 0"
+    "   THEN round(r.answered::numeric / r.offered, 4)::float8 END)"
+    "  FROM one LEFT JOIN a r ON r.kind IS NULL)" R_REPORT_CLOSE;
 
-/* An agent's cells (h, f, c). */
-#define R_AGENT_COLS                                                       \
-    "'handled', coalesce(h.handled, 0), 'first_response_median', h.frm,"   \
-    " 'resolution_median', h.rsm, 'csat_ratings', coalesce(f.ratings, 0)," \
-    " 'csat_average', f.average, 'compensations', coalesce(c.n, 0),"       \
+/* An agent's cells (h, fm, rm, c). */
+#define R_AGENT_COLS                                                      \
+    "'handled', coalesce(h.handled, 0), 'first_response_median', fm.m,"   \
+    " 'resolution_median', rm.m, 'csat_ratings', coalesce(h.ratings, 0)," \
+    " 'csat_average', h.average, 'compensations', coalesce(c.n, 0),"      \
     " 'compensation', coalesce(c.amounts, '{}')"
+/* The median of a time array of an agent's rollup rows. */
+#define R_AGENT_MEDIAN(col, name)                                                          \
+    " " name " AS (SELECT f.agent_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS m" \
+    "  FROM facts f, unnest(f." col ") v WHERE f.agent_id IS NOT NULL GROUP BY f.agent_id),"
 
 /*
- * The times are worked out before sorting by agent (OFFSET 0), so the sort
- * carries them and not the columns they come from.
+ * The scorecards: tickets solved and CSAT from the rollups (the rows with
+ * an agent), compensation from its table.
  */
 static const char sql_agents[] = R_REPORT_OPEN
-    "WITH x AS (SELECT t.assignee_id AS agent_id, " R_FIRST_RESPONSE " AS fr,"
-    "  " R_RESOLUTION " AS rs FROM tickets t" R_SLA_JOIN_SOLVED
-    "  WHERE t.tenant_id = sb_tenant() AND t.assignee_id IS NOT NULL"
-    "  AND t.solved_at >= " R_LO " AND t.solved_at < " R_HI R_FILTER_T " OFFSET 0),"
-    " h AS (SELECT x.agent_id, count(*) AS handled,"
-    "  percentile_cont(0.5) WITHIN GROUP (ORDER BY x.fr) AS frm,"
-    "  percentile_cont(0.5) WITHIN GROUP (ORDER BY x.rs) AS rsm"
-    "  FROM x GROUP BY x.agent_id),"
-    " f AS (SELECT f.agent_id, count(*) AS ratings, round(avg(f.rating), 2)::float8 AS average"
-    "  FROM feedback f WHERE f.tenant_id = sb_tenant() AND f.agent_id IS NOT NULL"
-    "  AND f.created_at >= " R_LO " AND f.created_at < " R_HI R_AGENT_F R_FEEDBACK_TICKET
-    "  GROUP BY GROUPING SETS ((f.agent_id), ())),"
-    " c1 AS (SELECT GROUPING(c.issued_by_agent) AS g, c.issued_by_agent AS agent_id,"
-    "  c.currency, count(*) AS n, sum(c.amount) AS amount"
-    "  FROM compensations c LEFT JOIN tickets t ON t.tenant_id = c.tenant_id"
-    "   AND t.id = c.ticket_id"
-    "  WHERE c.tenant_id = sb_tenant() AND c.status IN ('issued', 'approved')"
-    "  AND c.issued_by_agent IS NOT NULL"
-    "  AND c.created_at >= " R_LO " AND c.created_at < " R_HI R_TICKET_T R_AGENT_C R_KIND_C
-    "  GROUP BY GROUPING SETS ((c.issued_by_agent, c.currency), (c.currency))),"
-    " c AS (SELECT c1.g, c1.agent_id, sum(c1.n)::bigint AS n,"
-    "  jsonb_object_agg(c1.currency, c1.amount) FILTER (WHERE c1.currency IS NOT NULL)"
-    "   AS amounts FROM c1 GROUP BY c1.g, c1.agent_id),"
-    " ids AS (SELECT h.agent_id FROM h UNION SELECT f.agent_id FROM f"
-    "  UNION SELECT c.agent_id FROM c WHERE c.g = 0"
-    "  UNION SELECT m.agent_id FROM memberships m WHERE m.tenant_id = sb_tenant()"
-    "   AND m.role <> 'viewer'" R_AGENT_M " AND ($5::bigint IS NULL OR m.agent_id IN"
-    "    (SELECT tm.agent_id FROM team_members tm WHERE tm.tenant_id = sb_tenant()"
-    "     AND tm.team_id = $5)))"
-    " SELECT (SELECT coalesce(json_agg(json_build_object('agent', i.agent_id, 'name', ag.name,"
-    "  " R_AGENT_COLS ") ORDER BY ag.name, i.agent_id), '[]')"
-    "  FROM ids i LEFT JOIN agents ag ON ag.id = i.agent_id"
-    "  LEFT JOIN h ON h.agent_id = i.agent_id LEFT JOIN f ON f.agent_id = i.agent_id"
-    "  LEFT JOIN c ON c.g = 0 AND c.agent_id = i.agent_id WHERE i.agent_id IS NOT NULL),"
-    " (SELECT json_build_object('handled', (SELECT coalesce(sum(h.handled), 0)::bigint FROM h),"
-    "  'csat_ratings', coalesce(f.ratings, 0), 'csat_average', f.average,"
-    "  'compensations', coalesce(c.n, 0), 'compensation', coalesce(c.amounts, '{}'))"
-    "  FROM (SELECT 1) one LEFT JOIN f ON f.agent_id IS NULL"
-    "  LEFT JOIN c ON c.g = 1)" R_REPORT_CLOSE;
+    "WITH " R_FACTS ","
+    " h AS (SELECT f.agent_id, sum(f.solved)::bigint AS handled,"
+    "  sum(f.ratings)::bigint AS ratings, " R_CSAT_AVERAGE " AS average"
+    "  FROM facts f WHERE f.agent_id IS NOT NULL GROUP BY f.agent_id)," R_AGENT_MEDIAN("solved_fr",
+                                                                                       "fm")
+        R_AGENT_MEDIAN(
+            "solved_rs",
+            "rm") " c1 AS (SELECT GROUPING(c.issued_by_agent) AS g, c.issued_by_agent AS agent_id,"
+                  "  c.currency, count(*) AS n, sum(c.amount) AS amount"
+                  "  FROM compensations c LEFT JOIN tickets t ON t.tenant_id = c.tenant_id"
+                  "   AND t.id = c.ticket_id"
+                  "  WHERE c.tenant_id = sb_tenant() AND c.status IN ('issued', 'approved')"
+                  "  AND c.issued_by_agent IS NOT NULL"
+                  "  AND c.created_at >= " R_LO
+                  " AND c.created_at < " R_HI R_TICKET_T R_AGENT_C R_KIND_C
+                  "  GROUP BY GROUPING SETS ((c.issued_by_agent, c.currency), (c.currency))),"
+                  " c AS (SELECT c1.g, c1.agent_id, sum(c1.n)::bigint AS n,"
+                  "  jsonb_object_agg(c1.currency, c1.amount) FILTER (WHERE c1.currency IS NOT "
+                  "NULL)"
+                  "   AS amounts FROM c1 GROUP BY c1.g, c1.agent_id),"
+                  " ids AS (SELECT h.agent_id FROM h WHERE h.handled > 0 OR h.ratings > 0"
+                  "  UNION SELECT c.agent_id FROM c WHERE c.g = 0"
+                  "  UNION SELECT m.agent_id FROM memberships m WHERE m.tenant_id = sb_tenant()"
+                  "   AND m.role <> 'viewer'" R_AGENT_M " AND ($5::bigint IS NULL OR m.agent_id IN"
+                  "    (SELECT tm.agent_id FROM team_members tm WHERE tm.tenant_id = sb_tenant()"
+                  "     AND tm.team_id = $5)))"
+                  " SELECT (SELECT coalesce(json_agg(json_build_object('agent', i.agent_id, "
+                  "'name', ag.name,"
+                  "  " R_AGENT_COLS ") ORDER BY ag.name, i.agent_id), '[]')"
+                  "  FROM ids i LEFT JOIN agents ag ON ag.id = i.agent_id"
+                  "  LEFT JOIN h ON h.agent_id = i.agent_id LEFT JOIN fm ON fm.agent_id = "
+                  "i.agent_id"
+                  "  LEFT JOIN rm ON rm.agent_id = i.agent_id"
+                  "  LEFT JOIN c ON c.g = 0 AND c.agent_id = i.agent_id WHERE i.agent_id IS NOT "
+                  "NULL),"
+                  " (SELECT json_build_object('handled', coalesce(sum(f.solved), 0)::bigint,"
+                  "  'csat_ratings', coalesce(sum(f.ratings), 0)::bigint, "
+                  "'csat_average', " R_CSAT_AVERAGE ","
+                  "  'compensations', coalesce((SELECT c.n FROM c WHERE c.g = 1), 0),"
+                  "  'compensation', coalesce((SELECT c.amounts FROM c WHERE c.g = 1), '{}'))"
+                  "  FROM facts f WHERE f.agent_id IS NOT NULL)" R_REPORT_CLOSE;
 
 static const char sql_compensation[] = R_REPORT_OPEN
     "WITH x AS (SELECT to_char(c.created_at, 'YYYY-MM') AS month, c.reason,"
@@ -424,75 +404,80 @@ static const char sql_compensation[] = R_REPORT_OPEN
     "'customers', r.customers, 'returned', r.returned,"                             \
     " 'silent', r.customers - r.returned, 'return_rate', CASE WHEN r.customers > 0" \
     "  THEN round(r.returned::numeric / r.customers, 4)::float8 END"
+/* Customer k has a ticket created from <lo> to <hi> that passes <filter>. */
+#define R_WROTE(lo, hi, filter)                                       \
+    "EXISTS (SELECT 1 FROM tickets t WHERE t.tenant_id = sb_tenant()" \
+    " AND t.customer_id = k.id AND t.created_at >= " lo " AND t.created_at < " hi filter ")"
 
-static const char sql_retention[] = R_REPORT_OPEN
-    "WITH cur AS (SELECT DISTINCT t.customer_id FROM tickets t"
-    "  WHERE t.tenant_id = sb_tenant()"
-    "  AND t.created_at >= " R_LO " AND t.created_at < " R_HI R_FILTER_T "),"
-    " low AS (SELECT DISTINCT f.customer_id FROM feedback f"
-    "  WHERE f.tenant_id = sb_tenant() AND f.rating <= 2"
-    "  AND f.created_at >= " R_LO " AND f.created_at < " R_HI R_FEEDBACK_TICKET_ALL "),"
-    " br AS (SELECT DISTINCT t.customer_id FROM tickets t"
-    "  JOIN ticket_sla s ON s.tenant_id = t.tenant_id AND s.ticket_id = t.id"
-    "  WHERE t.tenant_id = sb_tenant() AND cardinality(s.breached) > 0"
-    "  AND t.created_at >= " R_LO " AND t.created_at < " R_HI R_FILTER_T "),"
-    " nxt AS (SELECT DISTINCT t.customer_id FROM tickets t WHERE t.tenant_id = sb_tenant()"
-    "  AND t.created_at >= " R_HI " AND t.created_at < " R_NEXT_HI "),"
-    " seg AS (SELECT 1 AS ord, cur.customer_id FROM cur"
-    "  UNION ALL SELECT 2, low.customer_id FROM low"
-    "  UNION ALL SELECT 3, br.customer_id FROM br"
-    "  UNION ALL SELECT 4, u.customer_id FROM (SELECT customer_id FROM low"
-    "   UNION SELECT customer_id FROM br) u),"
-    " a AS (SELECT seg.ord, count(*) AS customers, count(nxt.customer_id) AS returned"
-    "  FROM seg LEFT JOIN nxt ON nxt.customer_id = seg.customer_id GROUP BY seg.ord),"
-    " r AS (SELECT v.ord, v.segment, coalesce(a.customers, 0) AS customers,"
-    "  coalesce(a.returned, 0) AS returned FROM (VALUES (1, 'all'), (2, 'low_rating'),"
-    "   (3, 'sla_breach'), (4, 'low_rating_or_sla_breach')) v(ord, segment)"
-    "  LEFT JOIN a ON a.ord = v.ord)"
-    " SELECT json_agg(json_build_object('segment', r.segment, " R_RETURN_COLS_R ")"
-    "  ORDER BY r.ord),"
-    " (SELECT json_build_object(" R_RETURN_COLS_R ", 'next_from', $2::date + 1,"
-    "  'next_to', $2::date + ($2::date - $1::date + 1)) FROM r WHERE r.ord = 1)"
-    " FROM r" R_REPORT_CLOSE;
+/*
+ * Customer by customer (a tenant has far fewer customers than tickets):
+ * whether it wrote in the range, and in the next period, each an index
+ * probe of its own tickets by time.  The low ratings and the breached SLAs
+ * are few, read through their own indexes.
+ */
+static const char sql_retention[] = R_REPORT_OPEN "WITH k AS MATERIALIZED (SELECT k.id, " R_WROTE(
+    R_HI, R_NEXT_HI,
+    "") " AS back"
+        "  FROM customers k WHERE k.tenant_id = sb_tenant()"
+        "  AND ($8::text IS NULL OR (k.kind = 'internal') = ($8 = 'internal'))),"
+        " cur AS (SELECT k.id, k.back FROM k WHERE " R_WROTE(
+            R_LO, R_HI,
+            R_TICKET_T
+                R_AGENT_T) "),"
+                           " low AS (SELECT DISTINCT f.customer_id FROM feedback f"
+                           "  WHERE f.tenant_id = sb_tenant() AND f.rating <= 2"
+                           "  AND f.created_at >= " R_LO
+                           " AND f.created_at < " R_HI R_FEEDBACK_TICKET_ALL "),"
+                           " br AS (SELECT DISTINCT t.customer_id FROM ticket_sla s"
+                           "  JOIN tickets t ON t.tenant_id = s.tenant_id AND t.id = s.ticket_id"
+                           "  WHERE s.tenant_id = sb_tenant() AND cardinality(s.breached) > 0"
+                           "  AND t.created_at >= " R_LO " AND t.created_at < " R_HI R_FILTER_T "),"
+                           " seg AS (SELECT 1 AS ord, cur.id AS customer_id FROM cur"
+                           "  UNION ALL SELECT 2, low.customer_id FROM low"
+                           "  UNION ALL SELECT 3, br.customer_id FROM br"
+                           "  UNION ALL SELECT 4, u.customer_id FROM (SELECT customer_id FROM low"
+                           "   UNION SELECT customer_id FROM br) u),"
+                           " a AS (SELECT seg.ord, count(*) AS customers, count(*) FILTER (WHERE "
+                           "k.back) AS returned"
+                           "  FROM seg JOIN k ON k.id = seg.customer_id GROUP BY seg.ord),"
+                           " r AS (SELECT v.ord, v.segment, coalesce(a.customers, 0) AS customers,"
+                           "  coalesce(a.returned, 0) AS returned FROM (VALUES (1, 'all'), (2, "
+                           "'low_rating'),"
+                           "   (3, 'sla_breach'), (4, 'low_rating_or_sla_breach')) v(ord, segment)"
+                           "  LEFT JOIN a ON a.ord = v.ord)"
+                           " SELECT json_agg(json_build_object('segment', "
+                           "r.segment, " R_RETURN_COLS_R ")"
+                           "  ORDER BY r.ord),"
+                           " (SELECT json_build_object(" R_RETURN_COLS_R
+                           ", 'next_from', $2::date + 1,"
+                           "  'next_to', $2::date + ($2::date - $1::date + 1)) FROM r WHERE r.ord "
+                           "= 1)"
+                           " FROM r" R_REPORT_CLOSE;
 
+/* Every channel with a ticket created or solved in the range, in every period. */
 static const char sql_channels[] = R_REPORT_OPEN
-    "WITH " R_PERIODS ","
-    " c AS (SELECT p.period, t.channel, count(*) AS created"
-    "  FROM periods p JOIN tickets t ON t.tenant_id = sb_tenant()"
-    "   AND t.created_at >= p.lo AND t.created_at < p.hi" R_FILTER_T
-    "  GROUP BY p.period, t.channel),"
-    " s AS (SELECT p.period, t.channel, count(*) AS solved"
-    "  FROM periods p JOIN tickets t ON t.tenant_id = sb_tenant()"
-    "   AND t.solved_at >= p.lo AND t.solved_at < p.hi" R_FILTER_T
-    "  GROUP BY p.period, t.channel),"
-    " ch AS (SELECT c.channel FROM c UNION SELECT s.channel FROM s),"
+    "WITH " R_PERIODS ", " R_FACTS ","
+    " c AS (SELECT " R_PERIOD_F " AS period, f.channel, sum(f.created)::bigint AS created,"
+    "  sum(f.solved)::bigint AS solved FROM facts f GROUP BY 1, f.channel),"
+    " ch AS (SELECT c.channel FROM c GROUP BY c.channel"
+    "  HAVING sum(c.created) > 0 OR sum(c.solved) > 0),"
     " r AS (SELECT p.period, ch.channel, coalesce(c.created, 0) AS created,"
-    "  coalesce(s.solved, 0) AS solved FROM periods p CROSS JOIN ch"
-    "  LEFT JOIN c ON c.period = p.period AND c.channel = ch.channel"
-    "  LEFT JOIN s ON s.period = p.period AND s.channel = ch.channel)"
+    "  coalesce(c.solved, 0) AS solved FROM periods p CROSS JOIN ch"
+    "  LEFT JOIN c ON c.period = p.period AND c.channel = ch.channel)"
     " SELECT coalesce(json_agg(json_build_object('period', r.period, 'channel', r.channel,"
     "  'created', r.created, 'solved', r.solved) ORDER BY r.period, r.channel), '[]'),"
     " json_build_object('created', coalesce(sum(r.created), 0)::bigint,"
     "  'solved', coalesce(sum(r.solved), 0)::bigint)"
     " FROM r" R_REPORT_CLOSE;
 
-/*
- * Only the tags need the table (arrays are not in the index): read once, a
- * day at a time through the range's index, which follows the table's own
- * order (another index would read it at random; OFFSET 0 keeps the days).
- */
 static const char sql_problems[] = R_REPORT_OPEN
-    "WITH days AS MATERIALIZED (SELECT g AS lo, g + interval '1 day' AS hi"
-    "  FROM generate_series(" R_LO ", $2::date::timestamptz, interval '1 day') g),"
-    " tx AS (SELECT x.tags FROM days d CROSS JOIN LATERAL (SELECT t.tags FROM tickets t"
-    "  WHERE t.tenant_id = sb_tenant() AND t.created_at >= d.lo AND t.created_at < d.hi"
-    "  AND cardinality(t.tags) > 0" R_FILTER_T " OFFSET 0) x),"
-    " tg AS (SELECT g.tag, count(*) AS n FROM (SELECT unnest(tx.tags) AS tag FROM tx) g"
-    "  GROUP BY g.tag ORDER BY n DESC, g.tag LIMIT 20),"
-    " pr AS (SELECT t.problem_id, count(*) AS n FROM tickets t WHERE t.tenant_id = sb_tenant()"
-    "  AND t.problem_id IS NOT NULL"
-    "  AND t.created_at >= " R_LO " AND t.created_at < " R_HI R_FILTER_T
-    "  GROUP BY t.problem_id ORDER BY n DESC, t.problem_id LIMIT 20),"
+    "WITH " R_FACTS ","
+    " x AS (SELECT f.tag, f.problem_id, sum(f.tickets) AS n"
+    "  FROM sb_report_tag_facts($1::date, $2::date) f" R_FACTS_WHERE
+    "  GROUP BY f.tag, f.problem_id),"
+    " tg AS (SELECT x.tag, x.n FROM x WHERE x.tag IS NOT NULL ORDER BY x.n DESC, x.tag LIMIT 20),"
+    " pr AS (SELECT x.problem_id, x.n FROM x WHERE x.problem_id IS NOT NULL"
+    "  ORDER BY x.n DESC, x.problem_id LIMIT 20),"
     " r AS (SELECT 1 AS ord, 'tag' AS kind, NULL::bigint AS id, tg.tag AS name,"
     "  NULL::text AS status, tg.n FROM tg"
     "  UNION ALL SELECT 2, 'problem', p.id, p.title, p.status, pr.n FROM pr"
@@ -500,9 +485,9 @@ static const char sql_problems[] = R_REPORT_OPEN
     " SELECT (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'id', r.id,"
     "  'name', r.name, 'status', r.status, 'tickets', r.n)"
     "  ORDER BY r.ord, r.n DESC, r.name, r.id), '[]') FROM r),"
-    " (SELECT json_build_object('tickets', count(*), 'tagged', (SELECT count(*) FROM tx),"
-    "  'linked', count(t.problem_id)) FROM tickets t WHERE t.tenant_id = sb_tenant()"
-    "  AND t.created_at >= " R_LO " AND t.created_at < " R_HI R_FILTER_T ")" R_REPORT_CLOSE;
+    " (SELECT json_build_object('tickets', coalesce(sum(f.created), 0)::bigint,"
+    "  'tagged', coalesce(sum(f.tagged), 0)::bigint,"
+    "  'linked', coalesce(sum(f.linked), 0)::bigint) FROM facts f)" R_REPORT_CLOSE;
 
 typedef struct {
     const char *name;
@@ -536,13 +521,16 @@ static const report_def_t report_defs[] = {
 
 /*
  * The report's transaction: planned for the actual parameters (a generic
- * plan would not know which filters are off), with room to sort a large
+ * plan would not know which filters are off), without JIT compilation
+ * (its second or so of compiling is paid on every request and gains
+ * nothing on queries this size), with room to sort a large
  * range in memory, index ranges costed as the cached reads they are (the
  * default makes the planner read every row of every tenant instead, checking
  * row-level security on each), and UTC days.
  */
 static const char sql_setup[] = "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),"
                                 " set_config('work_mem', '128MB', true),"
+                                " set_config('jit', 'off', true),"
                                 " set_config('random_page_cost', '1.1', true),"
                                 " set_config('TimeZone', 'UTC', true)";
 

@@ -37,6 +37,15 @@
 #define RULES_PRUNE_MS (10 * 60 * 1000)
 /* Handled events are kept this long, for replay. */
 #define RULES_HISTORY_DAYS "90"
+/*
+ * The reports' rollups (0010_report_rollups.sql) are kept up by a step
+ * every few seconds, at most a week of days at a time (about a second on a
+ * tenant of a million tickets a year, so a step never holds a connection
+ * long); while there is a backlog (a new installation, a bulk load), the
+ * next step follows at the next poll.
+ */
+#define ROLLUP_MS 5000
+#define ROLLUP_DAYS "7"
 
 typedef struct {
     sb_sandbox_t *sb; /* NULL when its scripts do not load */
@@ -50,7 +59,8 @@ static struct {
     const sb_config_t *cfg;
     int running;
     uv_timer_t poll, wake;
-    uint64_t last_refill, last_prune;
+    uint64_t last_refill, last_prune, last_rollup;
+    int rolling; /* a rollup step is in flight */
     /* the event batch */
     int busy, again, limit;
     sb_db_conn_t *conn;
@@ -594,6 +604,30 @@ static void rules_pruned(int status, PGresult *const *res, int n, void *data)
         batch_failed("prune the rule event history", status, res, n);
 }
 
+static void rules_rolled_up(int status, PGresult *const *res, int n, void *data)
+{
+    re.rolling = 0;
+    if (status != 0) {
+        batch_failed("update the report rollups", status, res, n);
+        return;
+    }
+    /* Days were built: there may be more, do not wait. */
+    if (n > 0 && PQntuples(res[n - 1]) == 1 && atoi(PQgetvalue(res[n - 1], 0, 0)) > 0)
+        re.last_rollup = 0;
+}
+
+static void rules_rollup(void)
+{
+    static const char sql[] = "SELECT sb_report_rollup(" ROLLUP_DAYS ")";
+    sb_db_stmt_t s = {sql, 0, NULL};
+
+    if (re.rolling || uv_now(re.loop) - re.last_rollup < ROLLUP_MS)
+        return;
+    re.last_rollup = uv_now(re.loop);
+    if (sb_db_query(re.db, &s, 1, rules_rolled_up, NULL) == 0)
+        re.rolling = 1;
+}
+
 static void rules_poll(uv_timer_t *t)
 {
     static const char sql_prune[] = "SELECT sb_rule_events_prune(" RULES_HISTORY_DAYS ", 10000)";
@@ -605,6 +639,7 @@ static void rules_poll(uv_timer_t *t)
         re.last_prune = uv_now(re.loop);
         sb_db_query(re.db, &s, 1, rules_pruned, NULL);
     }
+    rules_rollup();
 }
 
 int sb_rules_start(uv_loop_t *loop, sb_db_t *db, const sb_config_t *cfg)
@@ -615,6 +650,7 @@ int sb_rules_start(uv_loop_t *loop, sb_db_t *db, const sb_config_t *cfg)
     re.limit = RULES_BATCH;
     re.running = 1;
     re.last_prune = uv_now(loop);
+    re.last_rollup = uv_now(loop);
     re.tenants = g_hash_table_new_full(g_int64_hash, g_int64_equal, g_free, tenant_rules_free);
     uv_timer_init(loop, &re.poll);
     uv_timer_init(loop, &re.wake);
