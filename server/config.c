@@ -72,6 +72,7 @@ static const config_key_t config_keys[] = {
     {"public_url", CFG_STRING, OFF(public_url), 0, 0},
     {"survey_valid_for", CFG_SECONDS, OFF(survey_valid_ms), 0, 0},
     {"webhook_allow_private", CFG_BOOL, OFF(webhook_allow_private), 0, 0},
+    {"channels_allow_private", CFG_BOOL, OFF(channels_allow_private), 0, 0},
     {"rules_memory_limit", CFG_SIZE, OFF(rules_memory_limit), 0, 0},
     {"rules_instruction_limit", CFG_INT, OFF(rules_instruction_limit), 10000, 1000000000},
 };

@@ -36,6 +36,7 @@ typedef struct sb_config {
     char *public_url;            /* how customers reach this server ("https://help.example.com") */
     uint64_t survey_valid_ms;    /* how long a survey link stays valid */
     int webhook_allow_private;   /* webhooks may reach non-public addresses */
+    int channels_allow_private;  /* channel plugins' API calls may reach non-public addresses */
     size_t rules_memory_limit;   /* per tenant's Lua state */
     int rules_instruction_limit; /* per handler call */
     /* Plugin settings from the file: <plugin> = { <key> = <value> }. */

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,8 @@ typedef struct {
     sb_ingest_done_cb done;
     void *data;
     int attempts;
-    const char *params[11]; /* [10]: the attachments, or NULL */
+    const char *params[12]; /* [10]: the channel instance; [11]: the attachments, or NULL */
+    char channel_id[24];
     sb_buf_t store;
     sb_buf_t files; /* the attachments' JSON */
 } ingest_t;
@@ -31,12 +33,14 @@ static const char sql_tenant[] =
     " set_config('switchboard.api_key_id', '', true)";
 
 /* $1 channel, $2 external id, $3 identity kind, $4 identity value, $5 name,
- * $6 thread key, $7 subject, $8 text, $9 html.  The statement is a no-op
- * when the tenant was not found (sb_tenant() is NULL). */
+ * $6 thread key, $7 subject, $8 text, $9 html, $10 channel instance (or
+ * NULL).  The statement is a no-op when the tenant was not found
+ * (sb_tenant() is NULL). */
 static const char sql_ingest[] =
     "WITH dup AS (SELECT m.id, t.number FROM messages m JOIN tickets t"
     "  ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
-    "  WHERE m.tenant_id = sb_tenant() AND m.channel = $1 AND m.external_id = $2),"
+    "  WHERE m.tenant_id = sb_tenant() AND m.channel = $1 AND m.external_id = $2"
+    "   AND coalesce(m.channel_id, 0) = coalesce($10::bigint, 0)),"
     " ident AS (SELECT customer_id FROM customer_identities"
     "  WHERE tenant_id = sb_tenant() AND kind = $3 AND value = $4),"
     " go AS (SELECT sb_tenant() IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dup) AS ok),"
@@ -50,15 +54,17 @@ static const char sql_ingest[] =
     " open_t AS (SELECT t.id, t.number FROM tickets t"
     "  WHERE t.tenant_id = sb_tenant() AND (SELECT ok FROM go) AND $6::text IS NOT NULL"
     "   AND t.channel = $1 AND t.thread_key = $6 AND t.status <> 'closed'"
+    "   AND coalesce(t.channel_id, 0) = coalesce($10::bigint, 0)"
     "   AND t.merged_into IS NULL ORDER BY t.id DESC LIMIT 1 FOR UPDATE),"
     " num AS (INSERT INTO ticket_counters (tenant_id, last_number)"
     "  SELECT sb_tenant(), 1 WHERE (SELECT ok FROM go) AND NOT EXISTS (SELECT 1 FROM open_t)"
     "  ON CONFLICT (tenant_id) DO UPDATE SET last_number = ticket_counters.last_number + 1"
     "  RETURNING last_number),"
-    " new_t AS (INSERT INTO tickets (tenant_id, number, subject, channel, thread_key, customer_id)"
+    " new_t AS (INSERT INTO tickets (tenant_id, number, subject, channel, thread_key, customer_id,"
+    "   channel_id)"
     "  SELECT sb_tenant(), num.last_number,"
     "   coalesce(nullif($7, ''), nullif(left(regexp_replace($8, '\\s+', ' ', 'g'), 80), ''),"
-    "    '(no subject)'), $1, $6, cust.id"
+    "    '(no subject)'), $1, $6, cust.id, $10::bigint"
     "  FROM num, cust RETURNING id, number),"
     " tk AS (SELECT id, number FROM open_t UNION ALL SELECT id, number FROM new_t),"
     " upd AS (UPDATE tickets t SET updated_at = now(), version = t.version + 1,"
@@ -66,8 +72,8 @@ static const char sql_ingest[] =
     "    AND sb_survey_reply_rating(t.id, $8) IS NULL THEN 'open' ELSE t.status END"
     "  FROM open_t WHERE t.tenant_id = sb_tenant() AND t.id = open_t.id),"
     " m AS (INSERT INTO messages (tenant_id, ticket_id, direction, author_customer_id,"
-    "   body_text, body_html, channel, external_id)"
-    "  SELECT sb_tenant(), tk.id, 'inbound', cust.id, $8, $9, $1, $2 FROM tk, cust"
+    "   body_text, body_html, channel, external_id, channel_id)"
+    "  SELECT sb_tenant(), tk.id, 'inbound', cust.id, $8, $9, $1, $2, $10::bigint FROM tk, cust"
     "  RETURNING id, ticket_id),"
     " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
     "  SELECT sb_tenant(), m.ticket_id, 'customer', cust.id,"
@@ -84,13 +90,15 @@ static const char sql_ingest[] =
     "  EXISTS (SELECT 1 FROM dup), (SELECT count(*) FROM n),"
     "  set_config('switchboard.message_id', coalesce((SELECT id FROM m)::text, ''), true)";
 
-/* The files of a new message ($1: a JSON array with the bytes in base64). */
+/* The files of a new message ($1: a JSON array with the bytes in base64,
+ * or a platform's file id for a file left there). */
 static const char sql_attachments[] =
-    "INSERT INTO attachments (tenant_id, message_id, filename, content_type, size, sha256, data)"
+    "INSERT INTO attachments (tenant_id, message_id, filename, content_type, size, sha256, data,"
+    "  file_id)"
     " SELECT sb_tenant(), current_setting('switchboard.message_id')::bigint, x.filename,"
-    "  x.content_type, x.size, decode(x.sha256, 'hex'), decode(x.data, 'base64')"
+    "  x.content_type, x.size, decode(x.sha256, 'hex'), decode(x.data, 'base64'), x.file_id"
     " FROM json_to_recordset($1::json) AS x(filename text, content_type text, size bigint,"
-    "  sha256 text, data text)"
+    "  sha256 text, data text, file_id text)"
     " WHERE current_setting('switchboard.message_id', true) <> ''";
 
 static int ingest_send(ingest_t *in);
@@ -139,14 +147,42 @@ static void ingest_done(int status, PGresult *const *res, int n, void *data)
 static int ingest_send(ingest_t *in)
 {
     sb_db_stmt_t s[3] = {{sql_tenant, 1, in->params},
-                         {sql_ingest, 9, in->params + 1},
-                         {sql_attachments, 1, in->params + 10}};
-    return sb_db_query(in->db, s, in->params[10] ? 3 : 2, ingest_done, in);
+                         {sql_ingest, 10, in->params + 1},
+                         {sql_attachments, 1, in->params + 11}};
+    return sb_db_query(in->db, s, in->params[11] ? 3 : 2, ingest_done, in);
+}
+
+/* One file left on the platform: its id instead of its bytes. */
+static json_t *ingest_attachment_ref(const sb_attachment_t *a, const char *name, const char *type)
+{
+    if (strlen(a->file_id) > 2000)
+        return NULL;
+    return json_pack("{s:s,s:s,s:I,s:n,s:n,s:s}", "filename", name, "content_type", type, "size",
+                     (json_int_t)a->size, "sha256", "data", "file_id", a->file_id);
+}
+
+/* One file with its bytes: name, type, size, SHA-256 and base64 bytes. */
+static json_t *ingest_attachment_data(const sb_attachment_t *a, const char *name, const char *type)
+{
+    unsigned char hash[crypto_hash_sha256_BYTES];
+    char hex[crypto_hash_sha256_BYTES * 2 + 1];
+
+    if (a->size > 0 && a->data == NULL)
+        return NULL;
+    crypto_hash_sha256(hash, a->data, a->size);
+    sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
+    size_t b64len = sodium_base64_ENCODED_LEN(a->size, sodium_base64_VARIANT_ORIGINAL);
+    char *b64 = sb_xmalloc(b64len);
+    sodium_bin2base64(b64, b64len, a->data, a->size, sodium_base64_VARIANT_ORIGINAL);
+    json_t *item = json_pack("{s:s,s:s,s:I,s:s,s:s}", "filename", name, "content_type", type,
+                             "size", (json_int_t)a->size, "sha256", hex, "data", b64);
+    free(b64);
+    return item;
 }
 
 /*
- * The attachments as one JSON array (name, type, size, SHA-256, base64
- * bytes) in out, or SB_EINVAL for one that is too large or badly named.
+ * The attachments as one JSON array in out, or SB_EINVAL for one that is
+ * too large or badly named.
  */
 static int ingest_attachments(const sb_inbound_t *msg, sb_buf_t *out)
 {
@@ -155,25 +191,17 @@ static int ingest_attachments(const sb_inbound_t *msg, sb_buf_t *out)
 
     for (size_t i = 0; i < msg->nattachments && rc == 0; i++) {
         const sb_attachment_t *a = &msg->attachments[i];
-        unsigned char hash[crypto_hash_sha256_BYTES];
-        char hex[crypto_hash_sha256_BYTES * 2 + 1];
         const char *name = a->filename && a->filename[0] ? a->filename : "attachment";
         const char *type =
             a->content_type && a->content_type[0] ? a->content_type : "application/octet-stream";
-        if (a->size > INGEST_MAX_ATTACHMENT || strlen(name) > 255 || strlen(type) > 255 ||
-            (a->size > 0 && a->data == NULL)) {
+        if (a->size > INGEST_MAX_ATTACHMENT || strlen(name) > 255 || strlen(type) > 255) {
             rc = SB_EINVAL;
             break;
         }
-        crypto_hash_sha256(hash, a->data, a->size);
-        sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
-        size_t b64len = sodium_base64_ENCODED_LEN(a->size, sodium_base64_VARIANT_ORIGINAL);
-        char *b64 = sb_xmalloc(b64len);
-        sodium_bin2base64(b64, b64len, a->data, a->size, sodium_base64_VARIANT_ORIGINAL);
-        json_t *item = json_pack("{s:s,s:s,s:I,s:s,s:s}", "filename", name, "content_type", type,
-                                 "size", (json_int_t)a->size, "sha256", hex, "data", b64);
-        free(b64);
-        if (item == NULL) /* a name that is not UTF-8 */
+        /* NULL: a name that is not UTF-8, or bytes missing. */
+        json_t *item = a->file_id && a->data == NULL ? ingest_attachment_ref(a, name, type)
+                                                     : ingest_attachment_data(a, name, type);
+        if (item == NULL)
             rc = SB_EINVAL;
         else
             json_array_append_new(list, item);
@@ -224,13 +252,17 @@ int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void
     }
     for (int i = 0; i < 10; i++)
         in->params[i] = src[i] ? in->store.data + offs[i] : NULL;
+    if (msg->channel_id > 0) {
+        snprintf(in->channel_id, sizeof(in->channel_id), "%lld", (long long)msg->channel_id);
+        in->params[10] = in->channel_id;
+    }
     if (msg->nattachments > 0) {
         sb_buf_init(&in->files);
         if (ingest_attachments(msg, &in->files) != 0) {
             ingest_free(in);
             return SB_EINVAL;
         }
-        in->params[10] = in->files.data;
+        in->params[11] = in->files.data;
     }
     int rc = ingest_send(in);
     if (rc != 0) {

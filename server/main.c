@@ -77,6 +77,8 @@ static void main_usage(FILE *out)
         "  survey_valid_for  SWITCHBOARD_SURVEY_VALID_FOR  seconds a survey link works (1209600)\n"
         "  webhook_allow_private   SWITCHBOARD_WEBHOOK_ALLOW_PRIVATE\n"
         "                    let rules' webhooks reach loopback and private networks (false)\n"
+        "  channels_allow_private  SWITCHBOARD_CHANNELS_ALLOW_PRIVATE\n"
+        "                    let channel plugins' API calls reach them too (false)\n"
         "  rules_memory_limit      SWITCHBOARD_RULES_MEMORY_LIMIT\n"
         "                    memory of a tenant's rules (8MiB)\n"
         "  rules_instruction_limit SWITCHBOARD_RULES_INSTRUCTION_LIMIT\n"

@@ -42,14 +42,18 @@ static void outbox_recorded(int status, PGresult *const *res, int n, void *data)
         sb_log(SB_LOG_WARNING, NULL, "could not record a delivery result: %s", sb_strerror(status));
 }
 
-static void outbox_sent(sb_plugin_ctx_t *p, int result, const char *detail, void *data)
+static void outbox_sent(int result, const char *detail, const sb_send_report_t *rep, void *data)
 {
     static const char sql[] =
-        "SELECT sb_outbox_result($1::bigint, $2::bigint, $3, $4, " OUTBOX_MAX_ATTEMPTS ")";
+        "SELECT sb_outbox_result($1::bigint, $2::bigint, $3, $4, " OUTBOX_MAX_ATTEMPTS
+        ", $5, $6::integer)";
     outbox_job_t *job = data;
     const char *word = result == SB_SENT ? "sent" : result == SB_RETRY ? "retry" : "failed";
-    const char *params[4] = {job->tenant_id, job->outbox_id, word, detail};
-    sb_db_stmt_t s = {sql, 4, params};
+    char retry_after[16];
+    snprintf(retry_after, sizeof(retry_after), "%d", rep ? rep->retry_after_s : 0);
+    const char *params[6] = {
+        job->tenant_id, job->outbox_id, word, detail, rep ? rep->platform_id : NULL, retry_after};
+    sb_db_stmt_t s = {sql, 6, params};
 
     if (result != SB_SENT)
         sb_log(SB_LOG_NOTICE, NULL, "delivery of message %lld on \"%s\": %s%s%s",
@@ -89,10 +93,13 @@ static void outbox_dispatch_row(const PGresult *r, int i)
     job->msg.ticket = atoll(PQgetvalue(r, i, 5));
     job->msg.message = atoll(PQgetvalue(r, i, 6));
 
-    int rc = sb_plugins_send(&job->msg, outbox_sent, job);
+    /* Column 12: the channel instance the ticket came through, if any. */
+    int64_t channel_id = PQgetisnull(r, i, 12) ? 0 : atoll(PQgetvalue(r, i, 12));
+    int rc = sb_plugins_send(&job->msg, channel_id, outbox_sent, job);
     if (rc != 0)
-        outbox_sent(NULL, rc == SB_ENOENT ? SB_FAILED : SB_RETRY,
-                    rc == SB_ENOENT ? "the channel's plugin cannot send" : sb_strerror(rc), job);
+        outbox_sent(rc == SB_ENOENT ? SB_FAILED : SB_RETRY,
+                    rc == SB_ENOENT ? "the channel's plugin cannot send" : sb_strerror(rc), NULL,
+                    job);
 }
 
 static void outbox_claimed(int status, PGresult *const *res, int n, void *data)

@@ -55,6 +55,8 @@ static void worker_notified(const char *channel, const char *payload, void *data
         sb_outbox_wake();
     else if (strcmp(channel, SB_WEBHOOKS_CHANNEL) == 0)
         sb_webhooks_wake();
+    else if (strcmp(channel, SB_CHANNELS_CHANNEL) == 0)
+        sb_plugins_channels_changed();
     else if (strcmp(channel, SB_EVENTS_CHANNEL) == 0) {
         sb_api_stream_event(payload);
         sb_plugins_event(payload);
@@ -66,6 +68,7 @@ static void worker_notified(const char *channel, const char *payload, void *data
 static void worker_listen_state(int up, void *data)
 {
     if (up) {
+        sb_plugins_channels_changed();
         sb_outbox_wake();
         sb_webhooks_wake();
         sb_rules_notified(NULL, NULL);
@@ -161,9 +164,9 @@ static int worker_setup(worker_t *w)
     sb_outbox_start(&w->loop, w->db);
     sb_rules_start(&w->loop, w->db, w->cfg);
     sb_webhooks_start(&w->loop, w->db, w->cfg);
-    static const char *const channels[] = {SB_OUTBOX_CHANNEL, SB_EVENTS_CHANNEL,
-                                           SB_RULES_CHANNEL,  SB_RULE_EVENTS_CHANNEL,
-                                           SB_TIMERS_CHANNEL, SB_WEBHOOKS_CHANNEL};
+    static const char *const channels[] = {
+        SB_OUTBOX_CHANNEL, SB_EVENTS_CHANNEL,   SB_RULES_CHANNEL,   SB_RULE_EVENTS_CHANNEL,
+        SB_TIMERS_CHANNEL, SB_WEBHOOKS_CHANNEL, SB_CHANNELS_CHANNEL};
     sb_db_listen_start(w->db, channels, SB_ARRAY_SIZE(channels), worker_notified,
                        worker_listen_state, w);
     w->http = sb_http_server_new(&w->loop, w->router, &hopts);

@@ -34,7 +34,7 @@
  * checks api->size first.
  */
 #define SB_PLUGIN_ABI_MAJOR 1
-#define SB_PLUGIN_ABI_MINOR 1
+#define SB_PLUGIN_ABI_MINOR 2
 
 /*
  * Result codes.  Every call returns 0 or one of these (all negative).
@@ -101,6 +101,12 @@ typedef struct sb_attachment {
     const char *content_type; /* e.g. "image/png"; NULL: application/octet-stream */
     const void *data;
     size_t size;
+    /*
+     * ABI 1.2: a file left on the platform (a Telegram file_id, a WhatsApp
+     * media id, a URL): data is NULL and size is what the platform said (0
+     * when it did not); the bytes are fetched on demand, not at ingest.
+     */
+    const char *file_id;
 } sb_attachment_t;
 
 /*
@@ -121,6 +127,12 @@ typedef struct sb_inbound {
     /* ABI 1.1: files that came with the message (copied like the rest). */
     const struct sb_attachment *attachments;
     size_t nattachments;
+    /*
+     * ABI 1.2: the channel instance (sb_channel_t.id) the message came
+     * through, or 0.  With it, dedupe and threading are per instance: two
+     * bots of one tenant may both see message 5 of chat 42.
+     */
+    int64_t channel_id;
 } sb_inbound_t;
 
 /* What ingest() committed (valid until the callback returns). */
@@ -138,6 +150,22 @@ typedef struct sb_ingest_result {
 typedef void (*sb_ingest_cb)(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r,
                              void *data);
 
+/* ======================== channel instances ======================== */
+
+/*
+ * ABI 1.2: one of a tenant's channels (the channels API), as the host
+ * hands it to webhook() and send().  Borrowed: valid until the response
+ * to the webhook's request is sent, or until send()'s done has run.  Its
+ * secrets are read one by one with api->channel_secret.
+ */
+typedef struct sb_channel {
+    const char *tenant;   /* the tenant's slug */
+    int64_t id;           /* the channel's id: /hooks/{tenant}/{id} */
+    const char *type;     /* the plugin's name */
+    const char *name;     /* the admin's name for it */
+    const char *settings; /* a JSON object that validate_settings accepted */
+} sb_channel_t;
+
 /* ======================== outbound ======================== */
 
 typedef struct sb_outbound {
@@ -150,12 +178,48 @@ typedef struct sb_outbound {
     int64_t message;
     const char *text;
     const char *html;
+    /*
+     * ABI 1.2: the channel instance the ticket came in through, or NULL for
+     * tickets of a plugin-wide channel.  Plugins built for 1.1 never see it.
+     */
+    const sb_channel_t *instance;
 } sb_outbound_t;
 
 enum { SB_SENT = 0, SB_RETRY = 1, SB_FAILED = 2 };
 
 /* result is SB_SENT, SB_RETRY or SB_FAILED; detail (may be NULL) is recorded. */
 typedef void (*sb_send_cb)(sb_plugin_ctx_t *p, int result, const char *detail, void *data);
+
+/* ======================== outbound HTTP (ABI 1.2) ======================== */
+
+/* A request for api->fetch; copied before fetch returns. */
+typedef struct sb_fetch_req {
+    const char *method;         /* "POST"; NULL means GET */
+    const char *url;            /* http:// or https:// */
+    const char *const *headers; /* "Name: value" lines, NULL-terminated, or NULL */
+    const void *body;
+    size_t len;
+    uint64_t timeout_ms; /* 0: 30 s */
+} sb_fetch_req_t;
+
+/* What came back; borrowed for the callback's duration. */
+typedef struct sb_fetch_res {
+    long status;      /* HTTP status, 0 when none was received */
+    const char *body; /* NUL-terminated, at most 1 MiB */
+    size_t len;
+    long retry_after;  /* seconds from a Retry-After header, or -1 */
+    const char *error; /* what went wrong, when rc != 0 */
+} sb_fetch_res_t;
+
+/*
+ * rc 0: a response arrived, whatever its status; SB_EUNAVAILABLE: the peer
+ * could not be reached in time (worth a retry); SB_EINVAL: the request can
+ * never work (a refused address); SB_ECLOSED: the worker is stopping.
+ */
+typedef void (*sb_fetch_cb)(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, void *data);
+
+/* status 0: committed; SB_EUNAVAILABLE: not stored, make the sender retry. */
+typedef void (*sb_status_cb)(sb_plugin_ctx_t *p, int status, void *data);
 
 /* ======================== the host ======================== */
 
@@ -237,6 +301,47 @@ typedef struct sb_host_api {
     int (*typing)(sb_plugin_ctx_t *p, const char *tenant, const char *channel,
                   const char *thread_key);
 
+    /* ---- ABI 1.2 ---- */
+
+    /*
+     * Sends an HTTP request with the worker's client (libcurl on the loop;
+     * never blocks).  Non-public addresses are refused unless the server
+     * sets channels_allow_private.  Returns 0 and calls cb once, after it
+     * returns; or SB_EINVAL (not an http(s) URL, no loop yet) and never
+     * calls cb.  start() or later.
+     */
+    int (*fetch)(sb_plugin_ctx_t *p, const sb_fetch_req_t *req, sb_fetch_cb cb, void *data);
+    /*
+     * The secret name of a channel instance, opened from its sealed store,
+     * or NULL when it has none.  Borrowed like ch; never log it.
+     */
+    const char *(*channel_secret)(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *name);
+    /*
+     * In send(), before calling done: what the platform said beyond the
+     * result.  send_data is the data send() was given.  platform_id (copied,
+     * may be NULL) is the platform's id of the delivered message, which
+     * later status updates name; retry_after_s (> 0) is the delay before an
+     * SB_RETRY is tried again, instead of the outbox's backoff.
+     */
+    void (*send_report)(sb_plugin_ctx_t *p, void *send_data, const char *platform_id,
+                        int retry_after_s);
+    /*
+     * Records a status the platform reported for one of our outbound
+     * messages: status is "sent", "delivered", "read" or "failed" (detail,
+     * may be NULL: why).  A message is found by its instance and
+     * platform_id; an unknown id or a status older than the recorded one
+     * changes nothing and is not an error.  Returns 0 and calls done after
+     * commit; or SB_EINVAL / SB_EUNAVAILABLE and never calls done.
+     */
+    int (*message_status)(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *platform_id,
+                          const char *status, const char *detail, sb_status_cb done, void *data);
+    /*
+     * The URL the platform called to reach req: the server's public_url
+     * followed by the request's path (no query).  What Twilio signs.
+     * Borrowed until the response; NULL when public_url is not set.
+     */
+    const char *(*req_public_url)(sb_plugin_ctx_t *p, sb_http_req_t *req);
+
     /* Append new members here only. */
 } sb_host_api_t;
 
@@ -262,6 +367,13 @@ typedef struct sb_plugin {
      */
     int (*validate_settings)(sb_plugin_ctx_t *p, const char *settings_json, char *field,
                              size_t field_len, char *message, size_t message_len);
+    /*
+     * ABI 1.2.  A request (GET or POST) to /hooks/{tenant}/{id} of an
+     * active channel instance of this plugin's type; as sb_plugin_http_cb.
+     * The host has found ch; the plugin verifies the sender.  NULL: such
+     * channels have no webhook (404).
+     */
+    int (*webhook)(sb_plugin_ctx_t *p, const sb_channel_t *ch, sb_http_req_t *req);
 } sb_plugin_t;
 
 #define SB_PLUGIN_ENTRY "sb_plugin_entry"

@@ -50,7 +50,10 @@ static int example_hook(sb_plugin_ctx_t *p, sb_http_req_t *req, void *data)
     size_t len;
     const char *text = api->req_body(req, &len);
     const char *ctype = api->req_header(req, "content-type");
-    sb_attachment_t file = {api->req_query(req, "filename"), ctype, text, len};
+    sb_attachment_t file = {.filename = api->req_query(req, "filename"),
+                            .content_type = ctype,
+                            .data = text,
+                            .size = len};
     int is_file = ctype && strncmp(ctype, "text/plain", 10) != 0;
     sb_inbound_t m = {
         .tenant = api->req_param(req, "tenant"),

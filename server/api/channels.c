@@ -148,7 +148,9 @@ static int channel_update(sb_http_req_t *req, void *data)
         "   ELSE ARRAY(SELECT jsonb_array_elements_text($5::jsonb) ORDER BY 1) END,"
         "  active = coalesce($6::boolean, active), updated_at = now()"
         " WHERE tenant_id = sb_tenant() AND id = $1::bigint AND type = coalesce($7, type)"
-        " RETURNING *) SELECT sb_channel_json(c) FROM c";
+        " RETURNING *)"
+        /* Workers cache instances for their webhooks: tell them on commit. */
+        " SELECT sb_channel_json(c) FROM c, (SELECT pg_notify('switchboard_channels', '')) n";
     json_t *body = sb_http_req_json(req);
     const char *id = sb_api_path_id(req, "id");
 
@@ -176,6 +178,9 @@ static int channel_update(sb_http_req_t *req, void *data)
         return 0;
     if (rc != 0)
         return rc;
+    /* This worker forgets the instance now; the others (and this one, once
+     * more, should a webhook re-cache it before commit) on the NOTIFY. */
+    sb_plugins_channels_changed();
     return sb_api_op_begin(req, data, SB_ROLE_ADMIN, op);
 }
 

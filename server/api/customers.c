@@ -14,8 +14,9 @@
 #define TENANT "/api/v1/tenants/{tenant}"
 
 static const char *const customer_kinds[] = {"external", "internal", NULL};
-static const char *const identity_kinds[] = {"email",     "phone", "chat",  "telegram", "whatsapp",
-                                             "messenger", "sms",   "other", NULL};
+static const char *const identity_kinds[] = {"email",    "phone",     "chat",      "telegram",
+                                             "whatsapp", "messenger", "instagram", "sms",
+                                             "other",    NULL};
 
 /* Every customer operation answers the same mistakes the same way. */
 static sb_api_op_t *cust_op(sb_http_req_t *req, int status, const char *sql1, const char *sql2,
@@ -167,6 +168,48 @@ static int customer_get(sb_http_req_t *req, void *data)
     return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
 }
 
+/*
+ * GET .../customers/{id}/timeline: every message of every ticket of the
+ * customer, whatever the channel, newest page first (?limit=, ?before= a
+ * message id from next_cursor), each page oldest first.  Linking
+ * identities or merging customers is what puts channels together here.
+ */
+static int customer_timeline(sb_http_req_t *req, void *data)
+{
+    static const char sql[] =
+        "SELECT json_build_object('customer', c.id, 'items', coalesce(p.items, '[]'),"
+        " 'next_cursor', CASE WHEN p.n = $2::int THEN p.oldest::text END)"
+        " FROM customers c LEFT JOIN LATERAL (SELECT json_agg(x.j ORDER BY x.id) AS items,"
+        "   count(*) AS n, min(x.id) AS oldest"
+        "  FROM (SELECT m.id, sb_message_json(m) || jsonb_build_object('ticket', t.number,"
+        "    'subject', t.subject, 'ticket_channel', t.channel) AS j"
+        "   FROM tickets t JOIN messages m ON m.tenant_id = t.tenant_id AND m.ticket_id = t.id"
+        "   WHERE t.tenant_id = c.tenant_id AND t.customer_id = c.id"
+        "    AND ($3::bigint IS NULL OR m.id < $3::bigint)"
+        "   ORDER BY m.id DESC LIMIT $2::int) x) p ON true"
+        " WHERE c.tenant_id = sb_tenant() AND c.id = $1::bigint";
+    const char *id = sb_api_path_id(req, "id");
+    const char *limit = sb_http_req_query(req, "limit");
+    const char *before;
+    char *end;
+    long lim = limit ? strtol(limit, &end, 10) : 100;
+
+    if (id == NULL)
+        return SB_ENOENT;
+    if (limit && (*limit == '\0' || *end != '\0' || lim < 1 || lim > 500)) {
+        sb_api_respond_invalid(req, "limit", "parameter \"limit\" must be from 1 to 500");
+        return 0;
+    }
+    if (sb_api_query_id(req, "before", &before) != 0)
+        return 0;
+    sb_api_op_t *op = cust_op(req, 200, sql, NULL, 3);
+    snprintf(op->buf[0], sizeof(op->buf[0]), "%ld", lim);
+    op->params[0] = id;
+    op->params[1] = op->buf[0];
+    op->params[2] = before;
+    return sb_api_op_begin(req, data, SB_ROLE_VIEWER, op);
+}
+
 static int customer_update(sb_http_req_t *req, void *data)
 {
     static const sb_api_field_t fields[] = {
@@ -307,6 +350,7 @@ int sb_api_customer_routes_add(sb_router_t *r, sb_api_t *api)
     rc |= sb_router_add(r, "GET", TENANT "/customers", 0, customers_list, api);
     rc |= sb_router_add(r, "POST", TENANT "/customers", SB_ROUTE_JSON, customer_create, api);
     rc |= sb_router_add(r, "GET", TENANT "/customers/{id}", 0, customer_get, api);
+    rc |= sb_router_add(r, "GET", TENANT "/customers/{id}/timeline", 0, customer_timeline, api);
     rc |= sb_router_add(r, "PATCH", TENANT "/customers/{id}", SB_ROUTE_JSON, customer_update, api);
     rc |= sb_router_add(r, "POST", TENANT "/customers/{id}/identities", SB_ROUTE_JSON, identity_add,
                         api);

@@ -200,6 +200,10 @@ static const openapi_op_t openapi_ops[] = {
      0},
     {"GET", T "/customers/{id}", "A customer with its tickets", "customers", NULL, 200, "Customer",
      0},
+    {"GET", T "/customers/{id}/timeline",
+     "Every message of the customer's tickets on every channel, newest page first (?limit=, "
+     "?before=)",
+     "customers", NULL, 200, "List", 0},
     {"PATCH", T "/customers/{id}", "Change a customer", "customers", "CustomerUpdate", 200,
      "Customer", 0},
     {"POST", T "/customers/{id}/identities", "Link an identity (email, phone, messenger id...)",

@@ -21,8 +21,9 @@
 static const char *const ticket_statuses[] = {"new",    "open",   "pending", "on_hold",
                                               "solved", "closed", NULL};
 static const char *const ticket_priorities[] = {"low", "normal", "high", "urgent", NULL};
-static const char *const identity_kinds[] = {"email",     "phone", "chat",  "telegram", "whatsapp",
-                                             "messenger", "sms",   "other", NULL};
+static const char *const identity_kinds[] = {"email",    "phone",     "chat",      "telegram",
+                                             "whatsapp", "messenger", "instagram", "sms",
+                                             "other",    NULL};
 
 /* The ticket with its messages, for ticket id switchboard.ticket_id or number $1. */
 #define SQL_TICKET_DETAIL(where)                                                  \
@@ -777,6 +778,12 @@ static void attachment_got(int status, PGresult *const *res, int n, void *data)
         return;
     }
     const PGresult *r = res[0];
+    if (PQntuples(r) == 1 && PQgetisnull(r, 0, 2) && !PQgetisnull(r, 0, 3)) {
+        /* Deferred: the channel recorded the platform's file id, not the bytes. */
+        sb_http_respond_error(call->req, 409, "not_downloaded",
+                              "the file is still on the channel's platform (see its file_id)");
+        return;
+    }
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 2)) {
         sb_http_respond_error(call->req, 404, "not_found", "no such resource");
         return;
@@ -809,7 +816,7 @@ static void attachment_got(int status, PGresult *const *res, int n, void *data)
 static void attachment_get_run(sb_api_call_t *call)
 {
     static const char sql[] =
-        "SELECT a.filename, a.content_type, a.data FROM attachments a"
+        "SELECT a.filename, a.content_type, a.data, a.file_id FROM attachments a"
         " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id"
         " JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
         " WHERE a.tenant_id = sb_tenant() AND t.number = $1::bigint AND a.id = $2::bigint";

@@ -34,12 +34,32 @@ void sb_plugins_stop(void);
 /* Releases the plugins (dlclose).  After stop, at process exit. */
 void sb_plugins_unload(void);
 
+/* What a plugin reported about a delivery beyond its result (send_report). */
+typedef struct sb_send_report {
+    const char *platform_id; /* the platform's id of the message, or NULL */
+    int retry_after_s;       /* > 0: retry after this many seconds */
+} sb_send_report_t;
+
+/* result and detail as sb_send_cb; rep and detail borrowed for the call. */
+typedef void (*sb_plugins_sent_cb)(int result, const char *detail, const sb_send_report_t *rep,
+                                   void *data);
+
 /*
- * Worker: hands msg to the send() of the plugin named msg->channel.
- * Returns 0 and calls done once; or SB_ENOENT (no such plugin, or it cannot
- * send) or the plugin's error, and never calls done.
+ * Worker: hands msg to the send() of the plugin named msg->channel, with
+ * the channel instance channel_id (0: none) looked up first.  Borrows msg
+ * until done.  Returns 0 and calls done once (possibly before returning);
+ * or SB_ENOENT (no such plugin, or it cannot send), SB_EUNAVAILABLE (the
+ * instance could not be looked up) or the plugin's error, and never calls
+ * done.
  */
-int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data);
+int sb_plugins_send(const sb_outbound_t *msg, int64_t channel_id, sb_plugins_sent_cb done,
+                    void *data);
+
+/* Worker: a channel instance changed somewhere; forget the cached ones. */
+void sb_plugins_channels_changed(void);
+
+/* The NOTIFY channel that says "a channel instance changed". */
+#define SB_CHANNELS_CHANNEL "switchboard_channels"
 
 /*
  * The names of the started plugins that can send, as a PostgreSQL array

@@ -7,8 +7,11 @@
  */
 #include "plugin/host.h"
 #include "common.h"
+#include "http/client.h"
 #include "ingest.h"
 #include "log.h"
+#include "plugin/internal.h"
+#include "pool.h"
 #include "secrets.h"
 
 #include <dirent.h>
@@ -60,7 +63,14 @@ static struct {
     size_t n;
     uv_loop_t *loop;
     sb_db_t *db;
+    sb_http_client_t *client; /* the plugins' outbound HTTP, per worker */
 } host;
+
+/* A plugin built for ABI minor 2 or later: it knows the 1.2 structs. */
+static int loader_abi_minor_ge(const sb_plugin_ctx_t *p, int minor)
+{
+    return p->desc->abi_minor >= minor;
+}
 
 /* ======================== host functions ======================== */
 
@@ -156,15 +166,43 @@ static void host_ingest_done(int status, const sb_ingest_result_t *r, void *data
     free(hi);
 }
 
+/*
+ * A plugin built before ABI 1.2 passes shorter structs: copy what it has
+ * into the host's layout (zeroing the rest), attachments included, whose
+ * stride is the old size.  *files is the caller's to free.
+ */
+static void host_inbound_upgrade(const sb_inbound_t *msg, sb_inbound_t *m, sb_attachment_t **files)
+{
+    const size_t old_stride = offsetof(sb_attachment_t, file_id);
+
+    memset(m, 0, sizeof(*m));
+    memcpy(m, msg, offsetof(sb_inbound_t, channel_id));
+    *files = NULL;
+    if (m->nattachments == 0 || msg->attachments == NULL)
+        return;
+    *files = sb_xcalloc(m->nattachments, sizeof(sb_attachment_t));
+    for (size_t i = 0; i < m->nattachments; i++)
+        memcpy(&(*files)[i], (const char *)msg->attachments + i * old_stride, old_stride);
+    m->attachments = *files;
+}
+
 static int host_ingest(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb done, void *data)
 {
-    if (host.db == NULL || done == NULL)
+    sb_inbound_t m;
+    sb_attachment_t *files = NULL;
+
+    if (host.db == NULL || done == NULL || msg == NULL)
         return SB_EINVAL;
+    if (loader_abi_minor_ge(p, 2))
+        m = *msg;
+    else
+        host_inbound_upgrade(msg, &m, &files);
     host_ingest_t *hi = sb_xmalloc(sizeof(*hi));
     hi->ctx = p;
     hi->cb = done;
     hi->data = data;
-    int rc = sb_ingest(host.db, msg, host_ingest_done, hi);
+    int rc = sb_ingest(host.db, &m, host_ingest_done, hi); /* copies m */
+    free(files);
     if (rc != 0)
         free(hi);
     return rc;
@@ -273,6 +311,131 @@ static int host_typing(sb_plugin_ctx_t *p, const char *tenant, const char *chann
     return sb_db_query(host.db, s, 2, host_typing_sent, NULL);
 }
 
+/* ---- ABI 1.2 ---- */
+
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_fetch_cb cb;
+    void *data;
+} host_fetch_t;
+
+static void host_fetch_done(int rc, const sb_http_client_res_t *res, void *data)
+{
+    host_fetch_t *f = data;
+    sb_fetch_res_t r = {res->status, res->body, res->len, res->retry_after, res->error};
+    f->cb(f->ctx, rc, &r, f->data);
+    free(f);
+}
+
+static int host_fetch(sb_plugin_ctx_t *p, const sb_fetch_req_t *req, sb_fetch_cb cb, void *data)
+{
+    if (host.client == NULL || req == NULL || cb == NULL)
+        return SB_EINVAL;
+    sb_http_client_req_t r = {req->method, req->url, req->headers,
+                              req->body,   req->len, req->timeout_ms};
+    host_fetch_t *f = sb_xmalloc(sizeof(*f));
+    f->ctx = p;
+    f->cb = cb;
+    f->data = data;
+    int rc = sb_http_client_request(host.client, &r, host_fetch_done, f);
+    if (rc != 0)
+        free(f);
+    return rc;
+}
+
+static const char *host_channel_secret(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *name)
+{
+    if (ch == NULL || name == NULL)
+        return NULL;
+    return sb_instance_secret(sb_instance_of(ch), name);
+}
+
+/* One send() in flight: what the outbox gave, and what the plugin reported. */
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_plugins_sent_cb done;
+    void *data;
+    sb_outbound_t msg;
+    sb_instance_t *inst;
+    char *platform_id;
+    int retry_after_s;
+} loader_send_t;
+
+static void host_send_report(sb_plugin_ctx_t *p, void *send_data, const char *platform_id,
+                             int retry_after_s)
+{
+    loader_send_t *ls = send_data;
+    if (ls == NULL)
+        return;
+    if (platform_id) {
+        free(ls->platform_id);
+        ls->platform_id = sb_xstrndup(platform_id, strnlen(platform_id, 500));
+    }
+    ls->retry_after_s = retry_after_s > 0 ? retry_after_s : 0;
+}
+
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_status_cb cb;
+    void *data;
+} host_status_t;
+
+static void host_status_done(int status, PGresult *const *res, int n, void *data)
+{
+    host_status_t *st = data;
+    if (status == SB_EDB)
+        sb_log(SB_LOG_ERR, &st->ctx->log, "could not record a message status");
+    st->cb(st->ctx, status == 0 ? 0 : SB_EUNAVAILABLE, st->data);
+    free(st);
+}
+
+static int host_message_status(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *platform_id,
+                               const char *status, const char *detail, sb_status_cb done,
+                               void *data)
+{
+    static const char sql_tenant[] =
+        "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
+        " WHERE slug = $1), ''), true)";
+    static const char sql_status[] = "SELECT sb_message_status($1::bigint, $2, $3, $4)";
+    static const char *const known[] = {"sent", "delivered", "read", "failed"};
+    char id[24];
+    int ok = 0;
+
+    for (size_t i = 0; status && i < SB_ARRAY_SIZE(known); i++)
+        ok |= strcmp(status, known[i]) == 0;
+    if (!ok || ch == NULL || platform_id == NULL || done == NULL || strlen(platform_id) > 500)
+        return SB_EINVAL;
+    if (host.db == NULL)
+        return SB_EUNAVAILABLE;
+    snprintf(id, sizeof(id), "%lld", (long long)ch->id);
+    const char *p1[1] = {ch->tenant};
+    const char *p2[4] = {id, platform_id, status, detail};
+    sb_db_stmt_t s[2] = {{sql_tenant, 1, p1}, {sql_status, 4, p2}};
+    host_status_t *st = sb_xmalloc(sizeof(*st));
+    st->ctx = p;
+    st->cb = done;
+    st->data = data;
+    if (sb_db_query(host.db, s, 2, host_status_done, st) != 0) {
+        free(st);
+        return SB_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static const char *host_req_public_url(sb_plugin_ctx_t *p, sb_http_req_t *req)
+{
+    const char *base = host.cfg ? host.cfg->public_url : NULL;
+    if (base == NULL || req == NULL)
+        return NULL;
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '/')
+        n--;
+    char *url = sb_xasprintf("%.*s%s", (int)n, base, sb_http_req_path(req));
+    char *copy = sb_pool_strdup(sb_http_req_pool(req), url);
+    free(url);
+    return copy;
+}
+
 static const sb_host_api_t host_api = {
     .abi_major = SB_PLUGIN_ABI_MAJOR,
     .abi_minor = SB_PLUGIN_ABI_MINOR,
@@ -298,6 +461,11 @@ static const sb_host_api_t host_api = {
     .thread_messages = host_thread_messages,
     .secret_key = host_secret_key,
     .typing = host_typing,
+    .fetch = host_fetch,
+    .channel_secret = host_channel_secret,
+    .send_report = host_send_report,
+    .message_status = host_message_status,
+    .req_public_url = host_req_public_url,
 };
 
 /* ======================== loading ======================== */
@@ -515,10 +683,112 @@ static int loader_route_cb(sb_http_req_t *req, void *data)
     return r->cb(r->ctx, req, r->data);
 }
 
+/* The started plugin named name, or NULL. */
+static sb_plugin_ctx_t *loader_find(const char *name)
+{
+    for (size_t i = 0; i < host.n; i++)
+        if (host.plugins[i]->started && strcmp(host.plugins[i]->name, name) == 0)
+            return host.plugins[i];
+    return NULL;
+}
+
+/* The plugin's webhook callback, read only from descriptors that have it. */
+static int (*loader_webhook(const sb_plugin_ctx_t *p))(sb_plugin_ctx_t *, const sb_channel_t *,
+                                                       sb_http_req_t *)
+{
+    if (p == NULL || !loader_abi_minor_ge(p, 2) ||
+        p->desc->size < offsetof(sb_plugin_t, webhook) + sizeof(void *))
+        return NULL;
+    return p->desc->webhook;
+}
+
+/* ======================== channel webhooks ======================== */
+
+/* Answers a webhook the host could not hand to a plugin. */
+static void loader_hook_refuse(sb_http_req_t *req, int rc)
+{
+    if (rc == SB_ENOENT || rc == SB_DECLINED)
+        sb_http_respond_error(req, 404, "not_found", "no such channel");
+    else if (rc == SB_EINVAL)
+        sb_http_respond_error(req, 400, "invalid", "the request is not valid for this channel");
+    else if (rc == SB_ETOOBIG)
+        sb_http_respond_error(req, 413, "payload_too_large", "request body is too large");
+    else
+        sb_http_respond_error(req, 503, "unavailable", "the channel cannot take messages now");
+}
+
+static void loader_hook_release(void *data)
+{
+    sb_instance_release(data);
+}
+
+static void loader_hook_found(int status, sb_instance_t *inst, void *data)
+{
+    sb_http_req_t *req = data;
+
+    if (status != 0) {
+        loader_hook_refuse(req, status);
+        return;
+    }
+    /* The plugin may answer after this returns: the view lives as long as req. */
+    sb_pool_cleanup_add(sb_http_req_pool(req), loader_hook_release, inst);
+    const sb_channel_t *ch = sb_instance_channel(inst);
+    sb_plugin_ctx_t *p = loader_find(ch->type);
+    int (*hook)(sb_plugin_ctx_t *, const sb_channel_t *, sb_http_req_t *) = loader_webhook(p);
+    int rc = hook ? hook(p, ch, req) : SB_ENOENT;
+    if (rc != 0)
+        loader_hook_refuse(req, rc);
+}
+
+/*
+ * POST|GET /hooks/{tenant}/{id}[/]: a platform calling a channel instance.
+ * A plugin's own /hooks/{tenant}/{name} routes come first; what they
+ * declined, and any id that is not one, ends here as a 404 (declining
+ * would make the router answer 405 for the other method's route).
+ */
+static int loader_hook_cb(sb_http_req_t *req, void *data)
+{
+    const char *id = sb_http_req_param(req, "id");
+    char *end;
+    long long n = id ? strtoll(id, &end, 10) : 0;
+
+    if (id == NULL || id[0] < '1' || id[0] > '9' || *end != '\0' || n <= 0) {
+        loader_hook_refuse(req, SB_ENOENT);
+        return 0;
+    }
+    int rc = sb_instance_get(host.db, sb_http_req_param(req, "tenant"), n, loader_hook_found, req);
+    if (rc != 0)
+        loader_hook_refuse(req, rc);
+    return 0;
+}
+
+static void loader_hook_routes_add(sb_router_t *router)
+{
+    static const char *const patterns[] = {"/hooks/{tenant}/{id}", "/hooks/{tenant}/{id}/"};
+    static const char *const methods[] = {"POST", "GET"};
+
+    for (size_t i = 0; i < SB_ARRAY_SIZE(patterns); i++)
+        for (size_t k = 0; k < SB_ARRAY_SIZE(methods); k++)
+            if (sb_router_add(router, methods[k], patterns[i], SB_ROUTE_UNDOCUMENTED,
+                              loader_hook_cb, NULL) != 0)
+                sb_log(SB_LOG_ERR, NULL, "could not add route \"%s %s\"", methods[k], patterns[i]);
+}
+
+void sb_plugins_channels_changed(void)
+{
+    sb_instances_flush();
+}
+
 int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
 {
+    sb_http_client_options_t copts = {
+        .allow_private = host.cfg ? host.cfg->channels_allow_private : 0,
+    };
+
     host.loop = loop;
     host.db = db;
+    if (sb_http_client_new(loop, &copts, &host.client) != 0)
+        host.client = NULL;
     for (size_t i = 0; i < host.n; i++) {
         sb_plugin_ctx_t *p = host.plugins[i];
         for (plugin_route_t *r = p->routes; r; r = r->next) {
@@ -532,6 +802,8 @@ int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
         }
         p->started = 1;
     }
+    /* After the plugins' own routes, so that /hooks/{tenant}/example stays theirs. */
+    loader_hook_routes_add(router);
     return 0;
 }
 
@@ -543,6 +815,10 @@ void sb_plugins_stop(void)
             p->desc->stop(p);
         p->started = 0;
     }
+    if (host.client)
+        sb_http_client_close(host.client);
+    host.client = NULL;
+    sb_instances_flush();
     host.db = NULL;
     host.loop = NULL;
 }
@@ -554,17 +830,68 @@ void sb_plugins_unload(void)
     host.n = 0;
 }
 
-int sb_plugins_send(const sb_outbound_t *msg, sb_send_cb done, void *data)
+/* ======================== sending ======================== */
+
+static void loader_send_free(loader_send_t *ls)
 {
-    for (size_t i = 0; i < host.n; i++) {
-        sb_plugin_ctx_t *p = host.plugins[i];
-        if (strcmp(p->name, msg->channel) != 0)
-            continue;
-        if (!p->started || p->desc->send == NULL)
-            return SB_ENOENT;
-        return p->desc->send(p, msg, done, data);
+    sb_instance_release(ls->inst);
+    free(ls->platform_id);
+    free(ls);
+}
+
+static void loader_sent(sb_plugin_ctx_t *p, int result, const char *detail, void *data)
+{
+    loader_send_t *ls = data;
+    sb_send_report_t rep = {ls->platform_id, ls->retry_after_s};
+    ls->done(result, detail, &rep, ls->data);
+    loader_send_free(ls);
+}
+
+static void loader_send_found(int status, sb_instance_t *inst, void *data)
+{
+    loader_send_t *ls = data;
+
+    if (status != 0) {
+        loader_sent(ls->ctx, status == SB_ENOENT ? SB_FAILED : SB_RETRY,
+                    status == SB_ENOENT ? "the channel does not exist or is inactive"
+                                        : "could not look up the channel",
+                    ls);
+        return;
     }
-    return SB_ENOENT;
+    ls->inst = inst;
+    ls->msg.instance = sb_instance_channel(inst);
+    if (strcmp(ls->msg.instance->type, ls->msg.channel) != 0) {
+        loader_sent(ls->ctx, SB_FAILED, "the channel's type does not match the ticket's", ls);
+        return;
+    }
+    int rc = ls->ctx->desc->send(ls->ctx, &ls->msg, loader_sent, ls);
+    if (rc != 0)
+        loader_sent(ls->ctx, SB_RETRY, sb_strerror(rc), ls);
+}
+
+int sb_plugins_send(const sb_outbound_t *msg, int64_t channel_id, sb_plugins_sent_cb done,
+                    void *data)
+{
+    sb_plugin_ctx_t *p = loader_find(msg->channel);
+
+    if (p == NULL || p->desc->send == NULL)
+        return SB_ENOENT;
+    loader_send_t *ls = sb_xcalloc(1, sizeof(*ls));
+    ls->ctx = p;
+    ls->done = done;
+    ls->data = data;
+    ls->msg = *msg;
+    ls->msg.instance = NULL;
+    if (channel_id > 0) {
+        int rc = sb_instance_get(host.db, msg->tenant, channel_id, loader_send_found, ls);
+        if (rc != 0)
+            loader_send_free(ls);
+        return rc;
+    }
+    int rc = p->desc->send(p, &ls->msg, loader_sent, ls);
+    if (rc != 0)
+        loader_send_free(ls);
+    return rc;
 }
 
 int sb_plugins_senders(char *out, size_t len)

@@ -31,7 +31,7 @@ local PRIORITIES = { low = true, normal = true, high = true, urgent = true }
 local STRATEGIES = { least_loaded = true, round_robin = true }
 local COMP_KINDS = { discount = true, credit = true, refund = true, gift = true, bonus = true }
 local IDENTITY_KINDS = { email = true, phone = true, chat = true, telegram = true, whatsapp = true,
-                         messenger = true, sms = true, other = true }
+                         messenger = true, instagram = true, sms = true, other = true }
 local TARGETS = { "first_response", "next_response", "resolution" }
 local DAYS = { mon = 0, tue = 1, wed = 2, thu = 3, fri = 4, sat = 5, sun = 6 }
 

@@ -127,7 +127,7 @@ def test_refused_plugins_leave_the_server_running(database, start_server, plugin
     log = srv.log_text()
     assert message in log, log
     if plugin == "bad_abi":
-        assert "Server has ABI 1.1, plugin was built for 2.0." in log
+        assert "Server has ABI 1.2, plugin was built for 2.0." in log
     assert srv.request("GET", "/healthz")[0] == 200
 
 
@@ -197,3 +197,27 @@ def test_attachment_stored_and_downloaded(database, start_server):
                                   body=png, headers={"Content-Type": "image/png"})
     assert body.decode().startswith("duplicate 1")
     assert psql(database, "SELECT count(*) FROM attachments").strip() == "1"
+
+
+def test_plugin_built_for_abi_1_1_still_works(database, start_server):
+    """A 1.1 plugin's shorter structs are read as 1.1 (no webhook, attachments
+    without file_id, no channel_id) and what it ingests is stored whole."""
+    migrated(database)
+    srv = start_server(database, env={"SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
+                                      "SWITCHBOARD_PLUGINS": "abi_1_1"})
+    assert 'loaded plugin "abi_1_1"' in srv.log_text()
+    status, _, body = srv.request("POST", "/hooks/acme/old?id=o1", body=b"from an old plugin",
+                                  headers={"Content-Type": "text/plain"})
+    assert status == 200, body
+    out = psql(database, "SELECT string_agg(filename || ':' || size || ':' ||"
+                         " convert_from(data, 'UTF8') || ':' || (file_id IS NULL), ',' ORDER BY id)"
+                         " FROM attachments")
+    assert out.strip() == "a.txt:5:first:true,b.txt:7:second!:true"
+    assert psql(database, "SELECT count(*) FROM messages WHERE channel_id IS NULL"
+                          " AND channel = 'abi_1_1'").strip() == "1"
+    # An instance of its type has no webhook: the host never reads past its descriptor.
+    psql(database, "INSERT INTO channels (tenant_id, type, name) SELECT id, 'abi_1_1', 'old'"
+                   " FROM tenants WHERE slug = 'acme'")
+    cid = psql(database, "SELECT id FROM channels WHERE name = 'old'").strip()
+    status, _, _ = srv.request("POST", f"/hooks/acme/{cid}", body=b"x")
+    assert status == 404

@@ -1,0 +1,475 @@
+/*
+ * social.c - the pieces the social and SMS plugins share (see social.h).
+ * Crypto is libsodium's (HMAC-SHA256, constant-time comparison) and GLib's
+ * (HMAC-SHA1, which libsodium lacks; base64; URI escaping).  No platform's
+ * payload is parsed here: each plugin reads its own.
+ */
+#include "social.h"
+
+#include <glib.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ======================== verifying senders ======================== */
+
+int sb_social_token_equal(const char *expected, const char *given)
+{
+    unsigned char a[crypto_generichash_BYTES], b[crypto_generichash_BYTES];
+
+    if (expected == NULL || given == NULL || expected[0] == '\0')
+        return 0;
+    /* Hashing first makes the comparison independent of the lengths too. */
+    crypto_generichash(a, sizeof(a), (const unsigned char *)expected, strlen(expected), NULL, 0);
+    crypto_generichash(b, sizeof(b), (const unsigned char *)given, strlen(given), NULL, 0);
+    return sodium_memcmp(a, b, sizeof(a)) == 0;
+}
+
+int sb_social_meta_verify(const char *secret, const void *body, size_t len, const char *header)
+{
+    unsigned char want[crypto_auth_hmacsha256_BYTES], got[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    size_t n = 0;
+    const char *end;
+
+    if (secret == NULL || secret[0] == '\0' || header == NULL || strncmp(header, "sha256=", 7) != 0)
+        return SB_EINVAL;
+    if (sodium_hex2bin(got, sizeof(got), header + 7, strlen(header + 7), NULL, &n, &end) != 0 ||
+        n != sizeof(got) || *end != '\0')
+        return SB_EINVAL;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
+    crypto_auth_hmacsha256_update(&st, body, len);
+    crypto_auth_hmacsha256_final(&st, want);
+    return sodium_memcmp(want, got, sizeof(want)) == 0 ? 0 : SB_EINVAL;
+}
+
+static int social_pair_cmp(const void *a, const void *b)
+{
+    const char *const *x = a, *const *y = b;
+    int c = strcmp(x[0], y[0]);
+    return c ? c : strcmp(x[1], y[1]);
+}
+
+int sb_social_twilio_verify(const char *token, const char *url, const char *body, size_t len,
+                            const char *header)
+{
+    sb_social_form_t form;
+    int rc = SB_EINVAL;
+
+    if (token == NULL || token[0] == '\0' || url == NULL || header == NULL ||
+        sb_social_form_parse(body, len, &form) != 0)
+        return SB_EINVAL;
+    const char **pairs = g_new(const char *, form.n * 2 + 1);
+    for (size_t i = 0; i < form.n; i++) {
+        pairs[2 * i] = form.names[i];
+        pairs[2 * i + 1] = form.values[i];
+    }
+    qsort(pairs, form.n, 2 * sizeof(char *), social_pair_cmp);
+    GHmac *h = g_hmac_new(G_CHECKSUM_SHA1, (const guchar *)token, strlen(token));
+    g_hmac_update(h, (const guchar *)url, -1);
+    for (size_t i = 0; i < 2 * form.n; i++)
+        g_hmac_update(h, (const guchar *)pairs[i], -1);
+    guint8 digest[20];
+    gsize dlen = sizeof(digest);
+    g_hmac_get_digest(h, digest, &dlen);
+    g_hmac_unref(h);
+    gchar *want = g_base64_encode(digest, dlen);
+    if (strlen(want) == strlen(header) && sodium_memcmp(want, header, strlen(want)) == 0)
+        rc = 0;
+    g_free(want);
+    g_free(pairs);
+    sb_social_form_free(&form);
+    return rc;
+}
+
+/* ======================== form bodies ======================== */
+
+/* One percent-encoded form field, '+' being a space; NULL when malformed. */
+static char *social_form_decode(const char *s, size_t len)
+{
+    char *plus = g_strndup(s, len);
+    for (char *c = plus; *c; c++)
+        if (*c == '+')
+            *c = ' ';
+    char *out = g_uri_unescape_string(plus, NULL);
+    g_free(plus);
+    return out;
+}
+
+int sb_social_form_parse(const char *body, size_t len, sb_social_form_t *form)
+{
+    memset(form, 0, sizeof(*form));
+    if (body == NULL || strlen(body) != len)
+        return SB_EINVAL;
+    gchar **parts = g_strsplit(body, "&", -1);
+    size_t n = g_strv_length(parts);
+    form->names = g_new0(char *, n + 1);
+    form->values = g_new0(char *, n + 1);
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i][0] == '\0')
+            continue;
+        const char *eq = strchr(parts[i], '=');
+        size_t nlen = eq ? (size_t)(eq - parts[i]) : strlen(parts[i]);
+        char *name = social_form_decode(parts[i], nlen);
+        char *value = social_form_decode(eq ? eq + 1 : "", eq ? strlen(eq + 1) : 0);
+        if (name == NULL || value == NULL) {
+            g_free(name);
+            g_free(value);
+            g_strfreev(parts);
+            sb_social_form_free(form);
+            return SB_EINVAL;
+        }
+        form->names[form->n] = name;
+        form->values[form->n++] = value;
+    }
+    g_strfreev(parts);
+    return 0;
+}
+
+const char *sb_social_form_get(const sb_social_form_t *form, const char *name)
+{
+    for (size_t i = 0; i < form->n; i++)
+        if (strcmp(form->names[i], name) == 0)
+            return form->values[i];
+    return NULL;
+}
+
+void sb_social_form_free(sb_social_form_t *form)
+{
+    g_strfreev(form->names);
+    g_strfreev(form->values);
+    memset(form, 0, sizeof(*form));
+}
+
+char *sb_social_form_encode(const char *const *pairs, size_t npairs)
+{
+    GString *s = g_string_new(NULL);
+
+    for (size_t i = 0; i < npairs; i++) {
+        if (pairs[2 * i + 1] == NULL)
+            continue;
+        if (s->len)
+            g_string_append_c(s, '&');
+        g_string_append_uri_escaped(s, pairs[2 * i], NULL, FALSE);
+        g_string_append_c(s, '=');
+        g_string_append_uri_escaped(s, pairs[2 * i + 1], NULL, FALSE);
+    }
+    char *out = strdup(s->str);
+    g_string_free(s, TRUE);
+    return out;
+}
+
+/* ======================== acknowledging a webhook ======================== */
+
+struct sb_social_batch {
+    const sb_host_api_t *api;
+    sb_plugin_ctx_t *ctx;
+    sb_http_req_t *req;
+    char *ok_type, *ok_body;
+    int pending; /* pieces in flight, plus one until batch_end */
+    int failed;  /* a piece could not be stored: the platform must retry */
+    int gone;    /* the tenant does not exist */
+};
+
+void sb_social_respond(const sb_host_api_t *api, sb_http_req_t *req, int status, const char *text)
+{
+    if (status == 503)
+        api->res_header(req, "Retry-After", "5");
+    api->respond(req, status, "text/plain", text, strlen(text));
+}
+
+sb_social_batch_t *sb_social_batch_new(const sb_host_api_t *api, sb_plugin_ctx_t *p,
+                                       sb_http_req_t *req, const char *ok_type, const char *ok_body)
+{
+    sb_social_batch_t *b = calloc(1, sizeof(*b));
+    if (b == NULL)
+        abort(); /* as the host's allocator: the worker restarts */
+    b->api = api;
+    b->ctx = p;
+    b->req = req;
+    b->ok_type = strdup(ok_type);
+    b->ok_body = strdup(ok_body);
+    b->pending = 1;
+    return b;
+}
+
+static void social_batch_piece_done(sb_social_batch_t *b)
+{
+    if (--b->pending > 0)
+        return;
+    if (b->gone)
+        sb_social_respond(b->api, b->req, 404, "no such tenant\n");
+    else if (b->failed)
+        sb_social_respond(b->api, b->req, 503, "not stored; retry\n");
+    else
+        b->api->respond(b->req, 200, b->ok_type, b->ok_body, strlen(b->ok_body));
+    free(b->ok_type);
+    free(b->ok_body);
+    free(b);
+}
+
+/* A piece's outcome: what a redelivery could fix makes the batch fail. */
+static void social_batch_note(sb_social_batch_t *b, int status)
+{
+    if (status == SB_ENOENT)
+        b->gone = 1;
+    else if (status == SB_EINVAL)
+        b->api->log(b->ctx, SB_LOG_WARNING, "a webhook carried a message that cannot be stored");
+    else if (status != 0)
+        b->failed = 1;
+}
+
+static void social_batch_ingested(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r,
+                                  void *data)
+{
+    sb_social_batch_t *b = data;
+    social_batch_note(b, status);
+    social_batch_piece_done(b);
+}
+
+void sb_social_batch_ingest(sb_social_batch_t *b, const sb_inbound_t *m)
+{
+    int rc = b->api->ingest(b->ctx, m, social_batch_ingested, b);
+    if (rc != 0) {
+        social_batch_note(b, rc);
+        return;
+    }
+    b->pending++;
+}
+
+static void social_batch_status_done(sb_plugin_ctx_t *p, int status, void *data)
+{
+    sb_social_batch_t *b = data;
+    social_batch_note(b, status);
+    social_batch_piece_done(b);
+}
+
+void sb_social_batch_status(sb_social_batch_t *b, const sb_channel_t *ch, const char *platform_id,
+                            const char *status, const char *detail)
+{
+    int rc = b->api->message_status(b->ctx, ch, platform_id, status, detail,
+                                    social_batch_status_done, b);
+    if (rc != 0) {
+        social_batch_note(b, rc);
+        return;
+    }
+    b->pending++;
+}
+
+void sb_social_batch_end(sb_social_batch_t *b)
+{
+    social_batch_piece_done(b);
+}
+
+void sb_social_meta_challenge(const sb_host_api_t *api, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                              sb_http_req_t *req)
+{
+    const char *mode = api->req_query(req, "hub.mode");
+    const char *token = api->req_query(req, "hub.verify_token");
+    const char *challenge = api->req_query(req, "hub.challenge");
+
+    if (mode == NULL || token == NULL || challenge == NULL || strcmp(mode, "subscribe") != 0) {
+        sb_social_respond(api, req, 400,
+                          "need hub.mode=subscribe, hub.verify_token and hub.challenge\n");
+        return;
+    }
+    if (!sb_social_token_equal(api->channel_secret(p, ch, "verify_token"), token)) {
+        sb_social_respond(api, req, 401, "wrong verify token\n");
+        return;
+    }
+    api->respond(req, 200, "text/plain", challenge, strlen(challenge));
+}
+
+const char *sb_social_post_body(const sb_host_api_t *api, sb_http_req_t *req, size_t *len)
+{
+    if (strcmp(api->req_method(req), "POST") != 0) {
+        sb_social_respond(api, req, 400, "the platform posts to this webhook\n");
+        return NULL;
+    }
+    const char *body = api->req_body(req, len);
+    if (*len > SB_SOCIAL_MAX_BODY) {
+        sb_social_respond(api, req, 413, "body too large\n");
+        return NULL;
+    }
+    return body;
+}
+
+json_t *sb_social_meta_body(const sb_host_api_t *api, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                            sb_http_req_t *req)
+{
+    size_t len;
+    const char *body = sb_social_post_body(api, req, &len);
+
+    if (body == NULL)
+        return NULL;
+    if (sb_social_meta_verify(api->channel_secret(p, ch, "app_secret"), body, len,
+                              api->req_header(req, "x-hub-signature-256")) != 0) {
+        sb_social_respond(api, req, 401, "bad signature\n");
+        return NULL;
+    }
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        sb_social_respond(api, req, 400, "not a JSON object\n");
+        return NULL;
+    }
+    return doc;
+}
+
+int sb_social_init(const sb_host_api_t **api, sb_plugin_ctx_t *p, const sb_host_api_t *host,
+                   const char *name)
+{
+    *api = host;
+    if (host->abi_minor < 2 || host->size < sizeof(sb_host_api_t)) {
+        host->log(p, SB_LOG_ERR, "the %s channel needs a server with plugin ABI 1.2", name);
+        return SB_EINVAL;
+    }
+    return 0;
+}
+
+/* ======================== settings ======================== */
+
+int sb_social_validate(const char *json, const char *const *keys, char *field, size_t field_len,
+                       char *message, size_t message_len)
+{
+    json_t *s = json_loads(json, 0, NULL);
+    const char *key;
+    json_t *v;
+    int rc = 0;
+
+    json_object_foreach(s, key, v)
+    {
+        int known = 0;
+        for (size_t i = 0; keys[i]; i++)
+            known |= strcmp(keys[i], key) == 0;
+        snprintf(field, field_len, "settings.%s", key);
+        if (!known) {
+            snprintf(message, message_len, "unknown setting");
+            rc = SB_EINVAL;
+        } else if (!json_is_string(v) || json_string_length(v) > 200) {
+            snprintf(message, message_len, "must be a string of at most 200 bytes");
+            rc = SB_EINVAL;
+        } else if (strcmp(key, "api_base") == 0 &&
+                   strncmp(json_string_value(v), "https://", 8) != 0 &&
+                   strncmp(json_string_value(v), "http://", 7) != 0) {
+            snprintf(message, message_len, "must be an http:// or https:// URL");
+            rc = SB_EINVAL;
+        }
+        if (rc != 0)
+            break;
+    }
+    json_decref(s);
+    return rc;
+}
+
+const char *sb_social_setting(const sb_channel_t *ch, const char *key, char *buf, size_t len)
+{
+    json_t *s = json_loads(ch->settings ? ch->settings : "{}", 0, NULL);
+    const char *v = json_string_value(json_object_get(s, key));
+    const char *out = NULL;
+
+    if (v && v[0] && strlen(v) < len) {
+        memcpy(buf, v, strlen(v) + 1);
+        out = buf;
+    }
+    json_decref(s);
+    return out;
+}
+
+const char *sb_social_location_text(json_t *loc, char *buf, size_t len)
+{
+    snprintf(buf, len, "(location %.6f, %.6f)", json_number_value(json_object_get(loc, "latitude")),
+             json_number_value(json_object_get(loc, "longitude")));
+    return buf;
+}
+
+/* ======================== calling a platform ======================== */
+
+const char *sb_social_id_copy(const char *id, char *buf, size_t len)
+{
+    if (id == NULL || strlen(id) >= len)
+        return NULL;
+    memcpy(buf, id, strlen(id) + 1);
+    return buf;
+}
+
+typedef struct {
+    const sb_host_api_t *api;
+    sb_social_id_fn id_of;
+    sb_send_cb done;
+    void *send_data;
+} social_send_t;
+
+static void social_sent(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, void *data)
+{
+    social_send_t *s = data;
+    char detail[256], id[256];
+    int result;
+
+    if (rc != 0) {
+        snprintf(detail, sizeof(detail), "could not reach the platform: %s",
+                 res->error ? res->error : "no answer");
+        result = rc == SB_EINVAL ? SB_FAILED : SB_RETRY;
+    } else if (res->status >= 200 && res->status < 300) {
+        json_t *answer = json_loadb(res->body, res->len, 0, NULL);
+        const char *pid = s->id_of && answer ? s->id_of(answer, id, sizeof(id)) : NULL;
+        s->api->send_report(p, s->send_data, pid, 0);
+        json_decref(answer);
+        s->done(p, SB_SENT, NULL, s->send_data);
+        free(s);
+        return;
+    } else {
+        /* 429 and 5xx pass; any other refusal would be refused again. */
+        result = res->status == 429 || res->status >= 500 ? SB_RETRY : SB_FAILED;
+        snprintf(detail, sizeof(detail), "the platform answered %ld: %.200s", res->status,
+                 res->body ? res->body : "");
+    }
+    if (result == SB_RETRY)
+        s->api->send_report(p, s->send_data, NULL,
+                            (int)(res->retry_after > 0 ? res->retry_after : 0));
+    s->done(p, result, detail, s->send_data);
+    free(s);
+}
+
+int sb_social_send(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url,
+                   const char *const *headers, const char *content_type, const char *body,
+                   sb_social_id_fn id_of, sb_send_cb done, void *send_data)
+{
+    const char *lines[8];
+    size_t n = 0;
+    char ctype[128];
+
+    snprintf(ctype, sizeof(ctype), "Content-Type: %s", content_type);
+    lines[n++] = ctype;
+    for (size_t i = 0; headers && headers[i] && n < sizeof(lines) / sizeof(lines[0]) - 1; i++)
+        lines[n++] = headers[i];
+    lines[n] = NULL;
+    social_send_t *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        abort();
+    s->api = api;
+    s->id_of = id_of;
+    s->done = done;
+    s->send_data = send_data;
+    sb_fetch_req_t req = {"POST", url, lines, body, strlen(body), 0};
+    int rc = api->fetch(p, &req, social_sent, s);
+    if (rc != 0)
+        free(s);
+    return rc;
+}
+
+int sb_social_send_json(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url,
+                        const char *token, json_t *doc, sb_social_id_fn id_of, sb_send_cb done,
+                        void *send_data)
+{
+    char *text = json_dumps(doc, JSON_COMPACT);
+    char *auth = token ? g_strdup_printf("Authorization: Bearer %s", token) : NULL;
+    const char *headers[] = {auth, NULL};
+
+    json_decref(doc);
+    int rc = sb_social_send(api, p, url, headers, "application/json", text, id_of, done, send_data);
+    g_free(auth);
+    free(text);
+    return rc;
+}
