@@ -653,6 +653,14 @@ def test_rule_links_identity_across_channels(env):
     assert {"Please resend my invoice", "Hi, it is ola@example.com writing"} <= texts
 
 
+def test_no_secret_in_the_log_after_all_of_it(env):
+    """Runs after the webhooks and replies above (the log level is debug)."""
+    log = env.srv.log_text()
+    for secrets in SECRETS.values():
+        for value in secrets.values():
+            assert value not in log, value
+
+
 # ---------------------------------------------------------------------------
 # the database down: 503, then the redelivery is stored once
 # ---------------------------------------------------------------------------
