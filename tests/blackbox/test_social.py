@@ -366,6 +366,25 @@ def test_bad_requests(env):
     assert status == 200 and stored(e.db, tg)[0] == 1
 
 
+def test_concurrent_redeliveries_store_one_message(env):
+    """Platforms retry fast: the same notification arriving eight times at
+    once is acknowledged eight times and stored once."""
+    ch = new_channel(env, "whatsapp")
+    body = wa_inbound("wamid.race-1", sender="31655500001")
+    headers = signed(env.srv, ch, body)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(post(env.srv, ch, body, headers)[0]))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert stored(env.db, ch)[0] == 1
+    assert psql(env.db, "SELECT count(*) FROM customer_identities"
+                        " WHERE kind = 'whatsapp' AND value = '31655500001'").strip() == "1"
+
+
 def test_rotated_secret_applies_at_once(env):
     """Workers cache channel instances; a change anywhere empties the cache."""
     ch = new_channel(env, "whatsapp")
