@@ -221,6 +221,13 @@ typedef void (*sb_fetch_cb)(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *re
 /* status 0: committed; SB_EUNAVAILABLE: not stored, make the sender retry. */
 typedef void (*sb_status_cb)(sb_plugin_ctx_t *p, int status, void *data);
 
+/*
+ * status 0 with a file's bytes (borrowed for the call); or SB_ENOENT (the
+ * platform no longer has it), SB_EUNAVAILABLE (try again later), SB_EIO.
+ */
+typedef void (*sb_file_cb)(sb_plugin_ctx_t *p, int status, const void *bytes, size_t len,
+                           void *data);
+
 /* ======================== the host ======================== */
 
 /*
@@ -374,6 +381,14 @@ typedef struct sb_plugin {
      * channels have no webhook (404).
      */
     int (*webhook)(sb_plugin_ctx_t *p, const sb_channel_t *ch, sb_http_req_t *req);
+    /*
+     * ABI 1.2.  Fetches the bytes of a file this plugin recorded with a
+     * file_id, when an agent downloads it.  Returns 0 and calls done once
+     * (after returning); or an SB_E* code and never calls done.  NULL:
+     * such files stay on the platform.
+     */
+    int (*fetch_file)(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
+                      sb_file_cb done, void *data);
 } sb_plugin_t;
 
 #define SB_PLUGIN_ENTRY "sb_plugin_entry"

@@ -149,6 +149,15 @@ static int ms_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, 
     return sb_social_send_json(api, p, url, token, body, ms_sent_id, done, data);
 }
 
+/* ======================== files ======================== */
+
+/* Meta's attachment URLs are fetched as they are (they carry their own token). */
+static int ms_fetch_file(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
+                         sb_file_cb done, void *data)
+{
+    return sb_social_fetch_file(api, p, ch, file_id, NULL, NULL, done, data);
+}
+
 /* ======================== setup ======================== */
 
 static int ms_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
@@ -164,4 +173,5 @@ static int ms_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 }
 
 SB_PLUGIN_DEFINE(.name = "messenger", .version = "1.0", .init = ms_init, .send = ms_send,
-                 .validate_settings = ms_validate, .webhook = ms_webhook)
+                 .validate_settings = ms_validate, .webhook = ms_webhook,
+                 .fetch_file = ms_fetch_file)

@@ -6,7 +6,7 @@
  * public URL and the sorted parameters, keyed with auth_token; the URL is
  * the server's public_url plus the path, so public_url must be what
  * Twilio calls).  Replies go to the Messages resource.  Media stay on the
- * provider (their URLs are recorded).
+ * provider (their URLs are recorded) until an agent downloads one.
  */
 #include "social.h"
 
@@ -128,16 +128,30 @@ static const char *sms_sent_id(json_t *answer, char *buf, size_t len)
     return sb_social_id_copy(json_string_value(json_object_get(answer, "sid")), buf, len);
 }
 
+/* "Authorization: Basic base64(sid:token)" into buf, or NULL without them. */
+static const char *sms_basic_auth(sb_plugin_ctx_t *p, const sb_channel_t *ch, char *buf, size_t len)
+{
+    const char *sid = ch ? api->channel_secret(p, ch, "account_sid") : NULL;
+    const char *token = ch ? api->channel_secret(p, ch, "auth_token") : NULL;
+
+    if (sid == NULL || token == NULL || strlen(sid) + strlen(token) > 300)
+        return NULL;
+    char *userpass = g_strdup_printf("%s:%s", sid, token);
+    gchar *basic = g_base64_encode((const guchar *)userpass, strlen(userpass));
+    snprintf(buf, len, "Authorization: Basic %s", basic);
+    g_free(basic);
+    g_free(userpass);
+    return buf;
+}
+
 static int sms_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, void *data)
 {
     char base[256], number[64], from[80], url[512], auth[600];
     const sb_channel_t *ch = m->instance;
     const char *sid = ch ? api->channel_secret(p, ch, "account_sid") : NULL;
-    const char *token = ch ? api->channel_secret(p, ch, "auth_token") : NULL;
 
-    if (sid == NULL || token == NULL || m->thread_key == NULL ||
-        sb_social_setting(ch, "from_number", number, sizeof(number)) == NULL ||
-        strlen(sid) + strlen(token) > 300) {
+    if (sms_basic_auth(p, ch, auth, sizeof(auth)) == NULL || m->thread_key == NULL ||
+        sb_social_setting(ch, "from_number", number, sizeof(number)) == NULL) {
         done(p, SB_FAILED, "the ticket's SMS channel needs from_number, account_sid, auth_token",
              data);
         return 0;
@@ -148,11 +162,6 @@ static int sms_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done,
     /* Answer a WhatsApp conversation on WhatsApp, from the same number. */
     snprintf(from, sizeof(from), "%s%s",
              strncmp(m->thread_key, "whatsapp:", 9) == 0 ? "whatsapp:" : "", number);
-    char *userpass = g_strdup_printf("%s:%s", sid, token);
-    gchar *basic = g_base64_encode((const guchar *)userpass, strlen(userpass));
-    snprintf(auth, sizeof(auth), "Authorization: Basic %s", basic);
-    g_free(basic);
-    g_free(userpass);
     const char *pairs[] = {"To", m->thread_key, "From", from, "Body", m->text ? m->text : ""};
     char *body = sb_social_form_encode(pairs, 3);
     const char *headers[] = {auth, NULL};
@@ -160,6 +169,17 @@ static int sms_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done,
                             sms_sent_id, done, data);
     free(body);
     return rc;
+}
+
+/* ======================== files ======================== */
+
+/* A media URL of the provider, fetched with the account's credentials. */
+static int sms_fetch_file(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
+                          sb_file_cb done, void *data)
+{
+    char auth[600];
+    return sb_social_fetch_file(api, p, ch, file_id, sms_basic_auth(p, ch, auth, sizeof(auth)),
+                                NULL, done, data);
 }
 
 /* ======================== setup ======================== */
@@ -177,4 +197,5 @@ static int sms_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 }
 
 SB_PLUGIN_DEFINE(.name = "sms", .version = "1.0", .init = sms_init, .send = sms_send,
-                 .validate_settings = sms_validate, .webhook = sms_webhook)
+                 .validate_settings = sms_validate, .webhook = sms_webhook,
+                 .fetch_file = sms_fetch_file)

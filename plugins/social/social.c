@@ -473,3 +473,81 @@ int sb_social_send_json(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char
     free(text);
     return rc;
 }
+
+/* ======================== files left on a platform ======================== */
+
+typedef struct {
+    const sb_host_api_t *api;
+    const sb_channel_t *ch;
+    char *header;
+    sb_social_locate_fn locate;
+    sb_file_cb done;
+    void *data;
+} social_file_t;
+
+static void social_file_end(sb_plugin_ctx_t *p, social_file_t *f, int status, const void *bytes,
+                            size_t len)
+{
+    f->done(p, status, bytes, len, f->data);
+    g_free(f->header);
+    free(f);
+}
+
+static int social_file_get(sb_plugin_ctx_t *p, social_file_t *f, const char *url);
+
+static void social_file_got(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, void *data)
+{
+    social_file_t *f = data;
+
+    if (rc != 0 || res->status < 200 || res->status >= 300) {
+        int gone = rc == 0 && (res->status == 404 || res->status == 410);
+        social_file_end(p, f, gone ? SB_ENOENT : SB_EUNAVAILABLE, NULL, 0);
+        return;
+    }
+    if (f->locate == NULL) {
+        social_file_end(p, f, 0, res->body, res->len);
+        return;
+    }
+    /* The first answer said where the bytes are: fetch them next. */
+    json_t *answer = json_loadb(res->body, res->len, 0, NULL);
+    char *url = answer ? f->locate(f->api, p, f->ch, answer) : NULL;
+    json_decref(answer);
+    f->locate = NULL;
+    if (url == NULL || social_file_get(p, f, url) != 0)
+        social_file_end(p, f, url ? SB_EUNAVAILABLE : SB_ENOENT, NULL, 0);
+    free(url);
+}
+
+static int social_file_get(sb_plugin_ctx_t *p, social_file_t *f, const char *url)
+{
+    const char *headers[] = {f->header, NULL};
+    sb_fetch_req_t req = {NULL, url, headers, NULL, 0, 0};
+    return f->api->fetch(p, &req, social_file_got, f);
+}
+
+int sb_social_path_safe(const char *id)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:";
+    return id && id[0] && id[0] != '.' && strspn(id, ok) == strlen(id);
+}
+
+int sb_social_fetch_file(const sb_host_api_t *api, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                         const char *url, const char *header, sb_social_locate_fn locate,
+                         sb_file_cb done, void *data)
+{
+    social_file_t *f = calloc(1, sizeof(*f));
+    if (f == NULL)
+        abort();
+    f->api = api;
+    f->ch = ch;
+    f->header = g_strdup(header);
+    f->locate = locate;
+    f->done = done;
+    f->data = data;
+    int rc = social_file_get(p, f, url);
+    if (rc != 0) {
+        g_free(f->header);
+        free(f);
+    }
+    return rc;
+}

@@ -161,4 +161,28 @@ int sb_social_send_json(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char
                         const char *token, json_t *doc, sb_social_id_fn id_of, sb_send_cb done,
                         void *send_data);
 
+/* ======================== files left on a platform ======================== */
+
+/*
+ * Where the bytes of a file are, from the platform's JSON answer about it
+ * (Telegram's getFile, a WhatsApp media id): a URL the caller frees, or NULL.
+ */
+typedef char *(*sb_social_locate_fn)(const sb_host_api_t *api, sb_plugin_ctx_t *p,
+                                     const sb_channel_t *ch, json_t *answer);
+
+/* Whether id can stand as one URL path segment as it is: 1 or 0. */
+int sb_social_path_safe(const char *id);
+
+/*
+ * GETs url with header (one "Name: value" line, copied; may be NULL) and
+ * calls done with the bytes; with locate, url answers where the bytes are
+ * and that is fetched next (same header).  404 and 410 end as SB_ENOENT,
+ * anything else that is not 2xx as SB_EUNAVAILABLE.  ch must outlive the
+ * fetch (the host holds it until done).  Returns 0 or the fetch's error
+ * (done never runs).
+ */
+int sb_social_fetch_file(const sb_host_api_t *api, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                         const char *url, const char *header, sb_social_locate_fn locate,
+                         sb_file_cb done, void *data);
+
 #endif

@@ -5,7 +5,8 @@
  * back in X-Telegram-Bot-Api-Secret-Token.  Messages (private, group,
  * forum topic, channel posts, edits, button presses) become tickets, one
  * per chat (per topic in forums); replies go out with sendMessage.  Files
- * stay on Telegram's servers (file_id recorded; getFile fetches them).
+ * stay on Telegram's servers (file_id recorded) until an agent downloads
+ * one: getFile, then the file.
  */
 #include "social.h"
 
@@ -249,6 +250,45 @@ static int tg_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, 
     return sb_social_send_json(api, p, url, NULL, body, tg_sent_id, done, data);
 }
 
+/* ======================== files ======================== */
+
+/* getFile answered the file's path: its bytes are under /file/bot<token>/. */
+static char *tg_file_url(const sb_host_api_t *a, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                         json_t *answer)
+{
+    const char *path =
+        json_string_value(json_object_get(json_object_get(answer, "result"), "file_path"));
+    const char *token = a->channel_secret(p, ch, "bot_token");
+    char base[256], *url = NULL;
+
+    if (path == NULL || token == NULL || strstr(path, "..") != NULL)
+        return NULL;
+    const char *api_base = sb_social_setting(ch, "api_base", base, sizeof(base));
+    if (asprintf(&url, "%s/file/bot%s/%s", api_base ? api_base : TG_API_BASE, token, path) < 0)
+        return NULL;
+    return url;
+}
+
+static int tg_fetch_file(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
+                         sb_file_cb done, void *data)
+{
+    const char *token = api->channel_secret(p, ch, "bot_token");
+    const char *pair[] = {"file_id", file_id};
+    char base[256], *url = NULL;
+
+    if (token == NULL)
+        return SB_ENOENT;
+    const char *api_base = sb_social_setting(ch, "api_base", base, sizeof(base));
+    char *query = sb_social_form_encode(pair, 1);
+    int n = asprintf(&url, "%s/bot%s/getFile?%s", api_base ? api_base : TG_API_BASE, token, query);
+    free(query);
+    if (n < 0)
+        return SB_ENOMEM;
+    int rc = sb_social_fetch_file(api, p, ch, url, NULL, tg_file_url, done, data);
+    free(url);
+    return rc;
+}
+
 /* ======================== setup ======================== */
 
 static int tg_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
@@ -264,4 +304,5 @@ static int tg_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 }
 
 SB_PLUGIN_DEFINE(.name = "telegram", .version = "1.0", .init = tg_init, .send = tg_send,
-                 .validate_settings = tg_validate, .webhook = tg_webhook)
+                 .validate_settings = tg_validate, .webhook = tg_webhook,
+                 .fetch_file = tg_fetch_file)

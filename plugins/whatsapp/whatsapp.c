@@ -6,7 +6,7 @@
  * messages become tickets, and statuses (sent, delivered, read, failed)
  * land on our outbound messages.  Replies go to the Graph API's
  * /{phone_number_id}/messages.  Media stay on Meta's servers (the media
- * id is recorded); fetching them is left to an on-demand download.
+ * id is recorded) until an agent downloads one (fetch_file).
  */
 #include "social.h"
 
@@ -199,6 +199,30 @@ static int wa_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, 
     return sb_social_send_json(api, p, url, token, body, wa_sent_id, done, data);
 }
 
+/* ======================== files ======================== */
+
+/* The media id's answer names a short-lived URL of the bytes. */
+static char *wa_file_url(const sb_host_api_t *a, sb_plugin_ctx_t *p, const sb_channel_t *ch,
+                         json_t *answer)
+{
+    const char *url = json_string_value(json_object_get(answer, "url"));
+    return url ? strdup(url) : NULL;
+}
+
+static int wa_fetch_file(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
+                         sb_file_cb done, void *data)
+{
+    const char *token = api->channel_secret(p, ch, "access_token");
+    char base[256], url[512], auth[4200];
+
+    if (token == NULL || !sb_social_path_safe(file_id))
+        return SB_ENOENT;
+    const char *api_base = sb_social_setting(ch, "api_base", base, sizeof(base));
+    snprintf(url, sizeof(url), "%s/%s", api_base ? api_base : WA_API_BASE, file_id);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+    return sb_social_fetch_file(api, p, ch, url, auth, wa_file_url, done, data);
+}
+
 /* ======================== setup ======================== */
 
 static int wa_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
@@ -214,4 +238,5 @@ static int wa_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)
 }
 
 SB_PLUGIN_DEFINE(.name = "whatsapp", .version = "1.0", .init = wa_init, .send = wa_send,
-                 .validate_settings = wa_validate, .webhook = wa_webhook)
+                 .validate_settings = wa_validate, .webhook = wa_webhook,
+                 .fetch_file = wa_fetch_file)

@@ -7,6 +7,7 @@
  * database (sb_ticket_json and friends in server/sql).
  */
 #include "api.h"
+#include "plugin/host.h"
 #include "common.h"
 #include "log.h"
 
@@ -770,6 +771,64 @@ static int ticket_merge(sb_http_req_t *req, void *data)
 
 /* GET .../tickets/{number}/attachments/{id}: the file's bytes, always as a
  * download (never rendered by the browser, whatever the sender claimed). */
+static void attachment_respond(sb_http_req_t *req, const char *name, const char *type,
+                               const void *bytes, size_t len)
+{
+    char disposition[320];
+    /* Quotes, backslashes and controls cannot break out of the header value. */
+    size_t k = (size_t)snprintf(disposition, sizeof(disposition), "attachment; filename=\"");
+    for (const char *p = name; *p && k < sizeof(disposition) - 3; p++)
+        disposition[k++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
+    disposition[k++] = '"';
+    disposition[k] = '\0';
+    sb_http_res_header(req, "Content-Disposition", disposition);
+    sb_http_res_header(req, "X-Content-Type-Options", "nosniff");
+    int safe = strpbrk(type, "\r\n") == NULL;
+    sb_http_respond(req, 200, safe ? type : "application/octet-stream", bytes, len);
+}
+
+/* What a download of a file left on the platform needs once it arrives. */
+typedef struct {
+    sb_http_req_t *req;
+    const char *name, *type;
+} attachment_fetch_t;
+
+static void attachment_fetched(int status, const void *bytes, size_t len, void *data)
+{
+    attachment_fetch_t *af = data;
+    if (status == SB_ENOENT)
+        sb_http_respond_error(af->req, 404, "not_found", "the platform no longer has the file");
+    else if (status == SB_DECLINED)
+        sb_http_respond_error(af->req, 409, "not_downloaded",
+                              "the file is on the channel's platform (see its file_id), and "
+                              "the channel cannot fetch it");
+    else if (status != 0)
+        sb_http_respond_error(af->req, 502, "platform_unavailable",
+                              "could not fetch the file from the channel's platform");
+    else
+        attachment_respond(af->req, af->name, af->type, bytes, len);
+}
+
+/*
+ * A file the channel left on its platform (a file id, no bytes): the
+ * channel's plugin fetches it now, on demand.  409 when it cannot.
+ */
+static void attachment_fetch(sb_api_call_t *call, const PGresult *r)
+{
+    sb_pool_t *pool = sb_http_req_pool(call->req);
+    attachment_fetch_t *af = sb_pool_calloc(pool, sizeof(*af));
+    af->req = call->req;
+    af->name = sb_pool_strdup(pool, PQgetvalue(r, 0, 0));
+    af->type = sb_pool_strdup(pool, PQgetvalue(r, 0, 1));
+    int64_t channel = PQgetisnull(r, 0, 4) ? 0 : atoll(PQgetvalue(r, 0, 4));
+    int rc = sb_plugins_fetch_file(sb_http_req_param(call->req, "tenant"), channel,
+                                   PQgetvalue(r, 0, 3), attachment_fetched, af);
+    if (rc == SB_EUNAVAILABLE)
+        sb_api_respond_unavailable(call->req);
+    else if (rc != 0)
+        attachment_fetched(SB_DECLINED, NULL, 0, af);
+}
+
 static void attachment_got(int status, PGresult *const *res, int n, void *data)
 {
     sb_api_call_t *call = data;
@@ -779,9 +838,7 @@ static void attachment_got(int status, PGresult *const *res, int n, void *data)
     }
     const PGresult *r = res[0];
     if (PQntuples(r) == 1 && PQgetisnull(r, 0, 2) && !PQgetisnull(r, 0, 3)) {
-        /* Deferred: the channel recorded the platform's file id, not the bytes. */
-        sb_http_respond_error(call->req, 409, "not_downloaded",
-                              "the file is still on the channel's platform (see its file_id)");
+        attachment_fetch(call, r);
         return;
     }
     if (PQntuples(r) != 1 || PQgetisnull(r, 0, 2)) {
@@ -798,25 +855,13 @@ static void attachment_got(int status, PGresult *const *res, int n, void *data)
         sb_http_respond_error(call->req, 404, "not_found", "no such resource");
         return;
     }
-    char disposition[320];
-    const char *name = PQgetvalue(r, 0, 0);
-    /* Quotes, backslashes and controls cannot break out of the header value. */
-    size_t k = (size_t)snprintf(disposition, sizeof(disposition), "attachment; filename=\"");
-    for (const char *p = name; *p && k < sizeof(disposition) - 3; p++)
-        disposition[k++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
-    disposition[k++] = '"';
-    disposition[k] = '\0';
-    sb_http_res_header(call->req, "Content-Disposition", disposition);
-    sb_http_res_header(call->req, "X-Content-Type-Options", "nosniff");
-    const char *type = PQgetvalue(r, 0, 1);
-    int safe = strpbrk(type, "\r\n") == NULL;
-    sb_http_respond(call->req, 200, safe ? type : "application/octet-stream", bytes, len);
+    attachment_respond(call->req, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), bytes, len);
 }
 
 static void attachment_get_run(sb_api_call_t *call)
 {
     static const char sql[] =
-        "SELECT a.filename, a.content_type, a.data, a.file_id FROM attachments a"
+        "SELECT a.filename, a.content_type, a.data, a.file_id, m.channel_id FROM attachments a"
         " JOIN messages m ON m.tenant_id = a.tenant_id AND m.id = a.message_id"
         " JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
         " WHERE a.tenant_id = sb_tenant() AND t.number = $1::bigint AND a.id = $2::bigint";

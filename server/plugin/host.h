@@ -55,6 +55,20 @@ typedef void (*sb_plugins_sent_cb)(int result, const char *detail, const sb_send
 int sb_plugins_send(const sb_outbound_t *msg, int64_t channel_id, sb_plugins_sent_cb done,
                     void *data);
 
+/* status, bytes and len as sb_file_cb; the bytes are borrowed for the call. */
+typedef void (*sb_plugins_file_cb)(int status, const void *bytes, size_t len, void *data);
+
+/*
+ * Worker: has the plugin of channel instance channel_id of tenant fetch
+ * the file it recorded as file_id (an attachment without bytes).  Returns
+ * 0 and calls done once (possibly before returning): with the bytes, or
+ * SB_ENOENT (the platform no longer has the file), SB_DECLINED (no such
+ * active instance, or its plugin cannot fetch), SB_EUNAVAILABLE; or
+ * returns SB_ENOENT or SB_EUNAVAILABLE and never calls done.
+ */
+int sb_plugins_fetch_file(const char *tenant, int64_t channel_id, const char *file_id,
+                          sb_plugins_file_cb done, void *data);
+
 /* Worker: a channel instance changed somewhere; forget the cached ones. */
 void sb_plugins_channels_changed(void);
 

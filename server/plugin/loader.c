@@ -774,6 +774,77 @@ static void loader_hook_routes_add(sb_router_t *router)
                 sb_log(SB_LOG_ERR, NULL, "could not add route \"%s %s\"", methods[k], patterns[i]);
 }
 
+/* ======================== files on platforms ======================== */
+
+typedef struct {
+    sb_plugins_file_cb done;
+    void *data;
+    char *file_id;
+    sb_instance_t *inst;
+} loader_file_t;
+
+static void loader_file_free(loader_file_t *lf)
+{
+    sb_instance_release(lf->inst);
+    free(lf->file_id);
+    free(lf);
+}
+
+static void loader_file_fetched(sb_plugin_ctx_t *p, int status, const void *bytes, size_t len,
+                                void *data)
+{
+    loader_file_t *lf = data;
+    lf->done(status, status == 0 ? bytes : NULL, status == 0 ? len : 0, lf->data);
+    loader_file_free(lf);
+}
+
+/* The plugin's fetch_file, read only from descriptors that have it. */
+static int (*loader_fetcher(const sb_plugin_ctx_t *p))(sb_plugin_ctx_t *, const sb_channel_t *,
+                                                       const char *, sb_file_cb, void *)
+{
+    if (p == NULL || !loader_abi_minor_ge(p, 2) ||
+        p->desc->size < offsetof(sb_plugin_t, fetch_file) + sizeof(void *))
+        return NULL;
+    return p->desc->fetch_file;
+}
+
+static void loader_file_found(int status, sb_instance_t *inst, void *data)
+{
+    loader_file_t *lf = data;
+
+    /* No such instance any more is "cannot fetch", not "the platform lost it". */
+    if (status != 0) {
+        lf->done(status == SB_ENOENT ? SB_DECLINED : status, NULL, 0, lf->data);
+        loader_file_free(lf);
+        return;
+    }
+    lf->inst = inst;
+    const sb_channel_t *ch = sb_instance_channel(inst);
+    sb_plugin_ctx_t *p = loader_find(ch->type);
+    int (*fetch)(sb_plugin_ctx_t *, const sb_channel_t *, const char *, sb_file_cb, void *) =
+        loader_fetcher(p);
+    int rc = fetch ? fetch(p, ch, lf->file_id, loader_file_fetched, lf) : SB_DECLINED;
+    if (rc != 0) {
+        lf->done(rc == SB_EUNAVAILABLE ? rc : SB_DECLINED, NULL, 0, lf->data);
+        loader_file_free(lf);
+    }
+}
+
+int sb_plugins_fetch_file(const char *tenant, int64_t channel_id, const char *file_id,
+                          sb_plugins_file_cb done, void *data)
+{
+    if (tenant == NULL || channel_id <= 0 || file_id == NULL || done == NULL)
+        return SB_ENOENT;
+    loader_file_t *lf = sb_xcalloc(1, sizeof(*lf));
+    lf->done = done;
+    lf->data = data;
+    lf->file_id = sb_xstrdup(file_id);
+    int rc = sb_instance_get(host.db, tenant, channel_id, loader_file_found, lf);
+    if (rc != 0)
+        loader_file_free(lf);
+    return rc;
+}
+
 void sb_plugins_channels_changed(void)
 {
     sb_instances_flush();
@@ -783,6 +854,7 @@ int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
 {
     sb_http_client_options_t copts = {
         .allow_private = host.cfg ? host.cfg->channels_allow_private : 0,
+        .max_response = 25u << 20, /* a platform's file, up to the attachments' limit */
     };
 
     host.loop = loop;

@@ -110,12 +110,14 @@ def rows(db, sql):
 # ---------------------------------------------------------------------------
 
 class FakeApi:
-    """Records every request; answers from a script of (status, headers,
-    body) tuples, then with the default."""
+    """Records every request; answers POSTs from a script of (status,
+    headers, body) tuples, then with the default, and GETs from files
+    (path with query -> (status, content type, bytes))."""
 
     def __init__(self, default=(200, {}, {"ok": True})):
         self.requests = []
         self.script = []
+        self.files = {}
         self.default = default
         self.lock = threading.Lock()
         api = self
@@ -131,6 +133,16 @@ class FakeApi:
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                with api.lock:
+                    api.requests.append((time.monotonic(), self.path, dict(self.headers), b""))
+                    status, ctype, data = api.files.get(self.path, (404, "text/plain", b"no"))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -397,16 +409,50 @@ def test_rotated_secret_applies_at_once(env):
     assert post(env.srv, ch, body, signed(env.srv, ch, body, secrets=new))[0] == 200
 
 
-def test_platform_files_are_listed_not_downloaded(env):
-    ch = new_channel(env, "telegram")
-    body = corpus("telegram-update-photo-caption.json")
-    assert post(env.srv, ch, body, signed(env.srv, ch, body))[0] == 200
-    number = int(psql(env.db, f"SELECT number FROM tickets WHERE channel_id = {ch['id']}").strip())
-    t = expect(env.adm.get(f"tenants/{T}/tickets/{number}"), 200)
+def attachment_of(e, ch):
+    number = int(psql(e.db, f"SELECT number FROM tickets WHERE channel_id = {ch['id']}").strip())
+    t = expect(e.adm.get(f"tenants/{T}/tickets/{number}"), 200)
     (att,) = t["messages"][0]["attachments"]
+    return att, f"tenants/{T}/tickets/{number}/attachments/{att['id']}"
+
+
+def test_platform_files_are_fetched_on_demand(env, fake):
+    """Files stay on the platform (file_id, size, type) until an agent
+    downloads one: then the channel's plugin fetches it."""
+    e = env
+    photo = bytes(range(256)) * 300
+    tg = new_channel(e, "telegram", settings={"api_base": fake.base + "/tgf"})
+    body = corpus("telegram-update-photo-caption.json")
+    assert post(e.srv, tg, body, signed(e.srv, tg, body))[0] == 200
+    att, path = attachment_of(e, tg)
     assert (att["file_id"], att["size"], att["content_type"]) == ("SEES", 104893, "image/jpeg")
-    r = env.adm.get(f"tenants/{T}/tickets/{number}/attachments/{att['id']}")
-    expect(r, 409, code="not_downloaded")
+    fake.files["/tgf/bot123:bot-token/getFile?file_id=SEES"] = (
+        200, "application/json",
+        json.dumps({"ok": True, "result": {"file_id": "SEES", "file_path": "photos/f_7.jpg"}}
+                   ).encode())
+    fake.files["/tgf/file/bot123:bot-token/photos/f_7.jpg"] = (200, "image/jpeg", photo)
+    r = e.adm.get(path)
+    assert r.status == 200 and r.body == photo
+    assert r.headers["content-disposition"] == 'attachment; filename="photo.jpg"'
+
+    wa = new_channel(e, "whatsapp", settings={"api_base": fake.base + "/waf"})
+    body = corpus("whatsapp-message-image.json")
+    assert post(e.srv, wa, body, signed(e.srv, wa, body))[0] == 200
+    att, path = attachment_of(e, wa)
+    fake.files["/waf/65463453"] = (200, "application/json", json.dumps(
+        {"url": fake.base + "/waf/blob/65463453", "mime_type": "image/jpeg"}).encode())
+    fake.files["/waf/blob/65463453"] = (200, "image/jpeg", b"\xff\xd8jpeg bytes")
+    r = e.adm.get(path)
+    assert r.status == 200 and r.body == b"\xff\xd8jpeg bytes"
+    gets = [x for x in fake.requests if x[1].startswith("/waf/")]
+    assert [x[1] for x in gets] == ["/waf/65463453", "/waf/blob/65463453"]
+    assert all(x[2]["Authorization"] == "Bearer wa-access-token" for x in gets)
+
+    # Gone from the platform: 404; the channel switched off: 409.
+    del fake.files["/waf/blob/65463453"]
+    expect(e.adm.get(path), 404)
+    expect(e.adm.patch(f"tenants/{T}/channels/{wa['id']}", {"active": False}), 200)
+    expect(e.adm.get(path), 409, code="not_downloaded")
 
 
 def test_meta_verification_challenge(env):
@@ -561,15 +607,15 @@ def test_telegram_messenger_sms_replies(env, fake):
 
     for m in (m1, m2, m3):
         wait_until(lambda: delivery(e, m["id"])[0] == "sent", 20, message="sent")
-    (_, path, _, sent), = requests_to(fake, "/tg")
+    (_, path, _, sent), = requests_to(fake, "/tg/")
     assert path == "/tg/bot123:bot-token/sendMessage"
     assert json.loads(sent) == {"chat_id": -1001234567489, "message_thread_id": 33,
                                 "text": "Topic answer"}
-    (_, path, headers, sent), = requests_to(fake, "/fb")
+    (_, path, headers, sent), = requests_to(fake, "/fb/")
     assert path == "/fb/111111/messages" and headers["Authorization"] == "Bearer fb-page-token"
     assert json.loads(sent) == {"recipient": {"id": "5678"}, "messaging_type": "RESPONSE",
                                 "message": {"text": "Instagram answer"}}
-    (_, path, headers, sent), = requests_to(fake, "/tw")
+    (_, path, headers, sent), = requests_to(fake, "/tw/")
     assert path == "/tw/2010-04-01/Accounts/ACtest/Messages.json"
     assert headers["Authorization"] == "Basic " + base64.b64encode(
         b"ACtest:twilio-auth-token").decode()
