@@ -157,15 +157,15 @@
  * or it has none).  agent_id is the assignee for ticket measures, the
  * credited agent for CSAT ones, as the filter's definition says.  A
  * report keeps only the columns it reads (the time arrays are most of a
- * row).
+ * row): R_<REPORT>_FACTS, R_FACTS_OPEN "<columns>" R_FACTS_CLOSE.
  */
 #define R_FACTS_WHERE                                                                        \
     " WHERE ($4::text IS NULL OR f.channel = $4) AND ($5::bigint IS NULL OR f.team_id = $5)" \
     " AND ($6::bigint IS NULL OR f.agent_id = $6) AND ($7::text IS NULL OR f.priority = $7)" \
     " AND ($8::text IS NULL OR f.internal = ($8 = 'internal'))"
-#define R_FACTS(cols)                                                                 \
-    "facts AS MATERIALIZED (SELECT " cols " FROM sb_report_facts($1::date, $2::date," \
-    " coalesce($3, 'month') = 'month') f" R_FACTS_WHERE ")"
+#define R_FACTS_OPEN "facts AS MATERIALIZED (SELECT "
+#define R_FACTS_CLOSE \
+    " FROM sb_report_facts($1::date, $2::date, coalesce($3, 'month') = 'month') f" R_FACTS_WHERE ")"
 
 /*
  * The filters on a ticket t (retention and compensation, which read the
@@ -206,51 +206,33 @@
     " FROM ("
 #define R_REPORT_CLOSE ") r(rows, totals)"
 
+#define R_VOLUME_FACTS \
+    R_FACTS_OPEN "f.day, f.created, f.solved, f.created_ended, f.solved_ended" R_FACTS_CLOSE
+
 /*
  * The backlog needs the days before the range too (the tickets still open
  * when it starts), from the tenant's first ticket on, by month where it
  * can.
  */
-static const char sql_volume[] =
-    R_REPORT_OPEN "WITH " R_PERIODS ","
-                  " first AS MATERIALIZED (SELECT least($1::date, coalesce(sb_report_first_day(), "
-                  "$1::date))"
-                  "  AS day), " R_FACTS("f.day, f.created, f.solved, f.created_ended, "
-                                        "f.solved_ended") ","
-                                                          " b AS (SELECT coalesce(sum(f.created - "
-                                                          "f.created_ended - f.solved_ended), 0) "
-                                                          "AS open"
-                                                          "  FROM first, "
-                                                          "sb_report_facts(first.day, $1::date - "
-                                                          "1, true) f" R_FACTS_WHERE "),"
-                                                          " c AS (SELECT " R_PERIOD_F
-                                                          " AS period, sum(f.created) AS created, "
-                                                          "sum(f.solved) AS solved,"
-                                                          "  sum(f.created - f.created_ended - "
-                                                          "f.solved_ended) AS delta"
-                                                          "  FROM facts f GROUP BY 1),"
-                                                          " r AS (SELECT p.period, "
-                                                          "coalesce(c.created, 0)::bigint AS "
-                                                          "created,"
-                                                          "  coalesce(c.solved, 0)::bigint AS "
-                                                          "solved,"
-                                                          "  (b.open + sum(coalesce(c.delta, 0)) "
-                                                          "OVER (ORDER BY p.period))::bigint AS "
-                                                          "backlog"
-                                                          "  FROM periods p LEFT JOIN c ON "
-                                                          "c.period = p.period CROSS JOIN b)"
-                                                          " SELECT "
-                                                          "coalesce(json_agg(json_build_object('"
-                                                          "period', r.period, 'created', r.created,"
-                                                          "  'solved', r.solved, 'backlog', "
-                                                          "r.backlog) ORDER BY r.period), '[]'),"
-                                                          " json_build_object('created', "
-                                                          "coalesce(sum(r.created), 0)::bigint,"
-                                                          "  'solved', coalesce(sum(r.solved), "
-                                                          "0)::bigint,"
-                                                          "  'backlog', (array_agg(r.backlog ORDER "
-                                                          "BY r.period DESC))[1])"
-                                                          " FROM r" R_REPORT_CLOSE;
+static const char sql_volume[] = R_REPORT_OPEN
+    "WITH " R_PERIODS ","
+    " first AS MATERIALIZED (SELECT least($1::date, coalesce(sb_report_first_day(), $1::date))"
+    "  AS day), " R_VOLUME_FACTS ","
+    " b AS (SELECT coalesce(sum(f.created - f.created_ended - f.solved_ended), 0) AS open"
+    "  FROM first, sb_report_facts(first.day, $1::date - 1, true) f" R_FACTS_WHERE "),"
+    " c AS (SELECT " R_PERIOD_F " AS period, sum(f.created) AS created, sum(f.solved) AS solved,"
+    "  sum(f.created - f.created_ended - f.solved_ended) AS delta"
+    "  FROM facts f GROUP BY 1),"
+    " r AS (SELECT p.period, coalesce(c.created, 0)::bigint AS created,"
+    "  coalesce(c.solved, 0)::bigint AS solved,"
+    "  (b.open + sum(coalesce(c.delta, 0)) OVER (ORDER BY p.period))::bigint AS backlog"
+    "  FROM periods p LEFT JOIN c ON c.period = p.period CROSS JOIN b)"
+    " SELECT coalesce(json_agg(json_build_object('period', r.period, 'created', r.created,"
+    "  'solved', r.solved, 'backlog', r.backlog) ORDER BY r.period), '[]'),"
+    " json_build_object('created', coalesce(sum(r.created), 0)::bigint,"
+    "  'solved', coalesce(sum(r.solved), 0)::bigint,"
+    "  'backlog', (array_agg(r.backlog ORDER BY r.period DESC))[1])"
+    " FROM r" R_REPORT_CLOSE;
 
 /*
  * Per period (g = 0) and for the whole range (g = 1), the count, median and
@@ -269,29 +251,22 @@ static const char sql_volume[] =
     " 'first_response_p90', fq.q[2], 'resolution_count', coalesce(rq.n, 0),"       \
     " 'resolution_median', rq.q[1], 'resolution_p90', rq.q[2]"
 
-static const char sql_response_times[] = R_REPORT_OPEN "WITH " R_PERIODS ", " R_FACTS(
-    "f.day, f.created, f.fr, f.rs") ","
-                                    " n AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F
-                                    " AS period,"
-                                    "  sum(f.created) AS tickets FROM facts f GROUP BY GROUPING "
-                                    "SETS ((" R_PERIOD_F
-                                    "), ()))," R_QUANTILES("fr", "fq") R_QUANTILES(
-                                        "rs",
-                                        "rq") " one AS (SELECT 1)"
-                                              " SELECT "
-                                              "coalesce(json_agg(json_build_object('period', "
-                                              "p.period,"
-                                              "  'tickets', coalesce(n.tickets, 0), " R_TIMES_A
-                                              ") ORDER BY p.period), '[]'),"
-                                              " (SELECT json_build_object('tickets', "
-                                              "coalesce(n.tickets, 0), " R_TIMES_A ")"
-                                              "  FROM one LEFT JOIN n ON n.g = 1 LEFT JOIN fq ON "
-                                              "fq.g = 1 LEFT JOIN rq ON rq.g = 1)"
-                                              " FROM periods p LEFT JOIN n ON n.g = 0 AND n.period "
-                                              "= p.period"
-                                              " LEFT JOIN fq ON fq.g = 0 AND fq.period = p.period"
-                                              " LEFT JOIN rq ON rq.g = 0 AND rq.period = "
-                                              "p.period" R_REPORT_CLOSE;
+#define R_TIMES_FACTS R_FACTS_OPEN "f.day, f.created, f.fr, f.rs" R_FACTS_CLOSE
+
+static const char sql_response_times[] = R_REPORT_OPEN
+    "WITH " R_PERIODS ", " R_TIMES_FACTS ","
+    " n AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F " AS period,"
+    "  sum(f.created) AS tickets FROM facts f GROUP BY GROUPING SETS ((" R_PERIOD_F
+    "), ()))," R_QUANTILES("fr", "fq") R_QUANTILES(
+        "rs",
+        "rq") " one AS (SELECT 1)"
+              " SELECT coalesce(json_agg(json_build_object('period', p.period,"
+              "  'tickets', coalesce(n.tickets, 0), " R_TIMES_A ") ORDER BY p.period), '[]'),"
+              " (SELECT json_build_object('tickets', coalesce(n.tickets, 0), " R_TIMES_A ")"
+              "  FROM one LEFT JOIN n ON n.g = 1 LEFT JOIN fq ON fq.g = 1 LEFT JOIN rq ON rq.g = 1)"
+              " FROM periods p LEFT JOIN n ON n.g = 0 AND n.period = p.period"
+              " LEFT JOIN fq ON fq.g = 0 AND fq.period = p.period"
+              " LEFT JOIN rq ON rq.g = 0 AND rq.period = p.period" R_REPORT_CLOSE;
 
 #define R_SLA_COLS_A                                                                      \
     "'with_policy', coalesce(a.with_policy, 0), 'breached', coalesce(a.breached, 0),"     \
@@ -301,28 +276,23 @@ static const char sql_response_times[] = R_REPORT_OPEN "WITH " R_PERIODS ", " R_
     " 'next_response_breaches', coalesce(a.nr, 0),"                                       \
     " 'resolution_breaches', coalesce(a.rs, 0)"
 
-static const char
-    sql_sla[] =
-        R_REPORT_OPEN "WITH " R_PERIODS ", " R_FACTS(
-            "f.day, f.created, f.with_policy, f.breached, f.fr_breaches, f.nr_breaches, "
-            "f.rs_breaches") ","
-                             " a AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F
-                             " AS period,"
-                             "  sum(f.created)::bigint AS tickets, sum(f.with_policy)::bigint AS "
-                             "with_policy,"
-                             "  sum(f.breached)::bigint AS breached, sum(f.fr_breaches)::bigint AS "
-                             "fr,"
-                             "  sum(f.nr_breaches)::bigint AS nr, sum(f.rs_breaches)::bigint AS rs"
-                             "  FROM facts f GROUP BY GROUPING SETS ((" R_PERIOD_F "), ())),"
-                             " one AS (SELECT 1)"
-                             " SELECT coalesce(json_agg(json_build_object('period', p.period,"
-                             "  'tickets', coalesce(a.tickets, 0), " R_SLA_COLS_A
-                             ") ORDER BY p.period), '[]'),"
-                             " (SELECT json_build_object('tickets', coalesce(a.tickets, "
-                             "0), " R_SLA_COLS_A ")"
-                             "  FROM one LEFT JOIN a ON a.g = 1)"
-                             " FROM periods p LEFT JOIN a ON a.g = 0 AND a.period = "
-                             "p.period" R_REPORT_CLOSE;
+#define R_SLA_FACTS                                                                            \
+    R_FACTS_OPEN "f.day, f.created, f.with_policy, f.breached, f.fr_breaches, f.nr_breaches, " \
+                 "f.rs_breaches" R_FACTS_CLOSE
+
+static const char sql_sla[] = R_REPORT_OPEN
+    "WITH " R_PERIODS ", " R_SLA_FACTS ","
+    " a AS (SELECT GROUPING(" R_PERIOD_F ") AS g, " R_PERIOD_F " AS period,"
+    "  sum(f.created)::bigint AS tickets, sum(f.with_policy)::bigint AS with_policy,"
+    "  sum(f.breached)::bigint AS breached, sum(f.fr_breaches)::bigint AS fr,"
+    "  sum(f.nr_breaches)::bigint AS nr, sum(f.rs_breaches)::bigint AS rs"
+    "  FROM facts f GROUP BY GROUPING SETS ((" R_PERIOD_F "), ())),"
+    " one AS (SELECT 1)"
+    " SELECT coalesce(json_agg(json_build_object('period', p.period,"
+    "  'tickets', coalesce(a.tickets, 0), " R_SLA_COLS_A ") ORDER BY p.period), '[]'),"
+    " (SELECT json_build_object('tickets', coalesce(a.tickets, 0), " R_SLA_COLS_A ")"
+    "  FROM one LEFT JOIN a ON a.g = 1)"
+    " FROM periods p LEFT JOIN a ON a.g = 0 AND a.period = p.period" R_REPORT_CLOSE;
 
 #define R_CSAT_COLS_R                                                \
     "'ratings', r.ratings, 'average', r.average,"                    \
@@ -335,42 +305,34 @@ static const char
 /* The average of the ratings of rollup rows f, two decimals. */
 #define R_CSAT_AVERAGE "round(sum(f.rating_sum)::numeric / nullif(sum(f.ratings), 0), 2)::float8"
 
-static const char
-    sql_csat
-        [] =
-            R_REPORT_OPEN "WITH " R_FACTS(
-                "f.agent_id, f.team_id, f.ratings, f.rating_sum, f.satisfied, f.offered, "
-                "f.answered") ","
-                              " a AS (SELECT CASE WHEN GROUPING(f.agent_id) = 0 THEN 'agent'"
-                              "   WHEN GROUPING(f.team_id) = 0 THEN 'team' END AS kind,"
-                              "  CASE WHEN GROUPING(f.agent_id) = 0 THEN f.agent_id ELSE f.team_id "
-                              "END AS id,"
-                              "  sum(f.ratings)::bigint AS ratings, " R_CSAT_AVERAGE " AS average,"
-                              "  sum(f.satisfied)::bigint AS satisfied, sum(f.offered)::bigint AS "
-                              "offered,"
-                              "  sum(f.answered)::bigint AS answered"
-                              "  FROM facts f WHERE f.ratings > 0 OR f.offered > 0"
-                              "  GROUP BY GROUPING SETS ((f.agent_id), (f.team_id), ())),"
-                              " r AS (SELECT a.*, CASE a.kind WHEN 'agent' THEN ag.name ELSE "
-                              "tm.name END AS name"
-                              "  FROM a LEFT JOIN agents ag ON a.kind = 'agent' AND ag.id = a.id"
-                              "  LEFT JOIN teams tm ON a.kind = 'team' AND tm.tenant_id = "
-                              "sb_tenant() AND tm.id = a.id"
-                              "  WHERE a.kind IS NOT NULL AND a.id IS NOT NULL),"
-                              " one AS (SELECT 1)"
-                              " SELECT (SELECT coalesce(json_agg(json_build_object('kind', r.kind, "
-                              "'id', r.id,"
-                              "  'name', r.name, " R_CSAT_COLS_R
-                              ") ORDER BY r.kind, r.name, r.id), '[]') FROM r),"
-                              " (SELECT json_build_object('ratings', coalesce(r.ratings, 0), "
-                              "'average', r.average,"
-                              "  'satisfied_share', CASE WHEN r.ratings > 0"
-                              "   THEN round(r.satisfied::numeric / r.ratings, 4)::float8 END,"
-                              "  'offered', coalesce(r.offered, 0), 'answered', "
-                              "coalesce(r.answered, 0),"
-                              "  'response_rate', CASE WHEN r.offered > 0"
-                              "   THEN round(r.answered::numeric / r.offered, 4)::float8 END)"
-                              "  FROM one LEFT JOIN a r ON r.kind IS NULL)" R_REPORT_CLOSE;
+#define R_CSAT_FACTS                                                                        \
+    R_FACTS_OPEN "f.agent_id, f.team_id, f.ratings, f.rating_sum, f.satisfied, f.offered, " \
+                 "f.answered" R_FACTS_CLOSE
+
+static const char sql_csat[] = R_REPORT_OPEN
+    "WITH " R_CSAT_FACTS ","
+    " a AS (SELECT CASE WHEN GROUPING(f.agent_id) = 0 THEN 'agent'"
+    "   WHEN GROUPING(f.team_id) = 0 THEN 'team' END AS kind,"
+    "  CASE WHEN GROUPING(f.agent_id) = 0 THEN f.agent_id ELSE f.team_id END AS id,"
+    "  sum(f.ratings)::bigint AS ratings, " R_CSAT_AVERAGE " AS average,"
+    "  sum(f.satisfied)::bigint AS satisfied, sum(f.offered)::bigint AS offered,"
+    "  sum(f.answered)::bigint AS answered"
+    "  FROM facts f WHERE f.ratings > 0 OR f.offered > 0"
+    "  GROUP BY GROUPING SETS ((f.agent_id), (f.team_id), ())),"
+    " r AS (SELECT a.*, CASE a.kind WHEN 'agent' THEN ag.name ELSE tm.name END AS name"
+    "  FROM a LEFT JOIN agents ag ON a.kind = 'agent' AND ag.id = a.id"
+    "  LEFT JOIN teams tm ON a.kind = 'team' AND tm.tenant_id = sb_tenant() AND tm.id = a.id"
+    "  WHERE a.kind IS NOT NULL AND a.id IS NOT NULL),"
+    " one AS (SELECT 1)"
+    " SELECT (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'id', r.id,"
+    "  'name', r.name, " R_CSAT_COLS_R ") ORDER BY r.kind, r.name, r.id), '[]') FROM r),"
+    " (SELECT json_build_object('ratings', coalesce(r.ratings, 0), 'average', r.average,"
+    "  'satisfied_share', CASE WHEN r.ratings > 0"
+    "   THEN round(r.satisfied::numeric / r.ratings, 4)::float8 END,"
+    "  'offered', coalesce(r.offered, 0), 'answered', coalesce(r.answered, 0),"
+    "  'response_rate', CASE WHEN r.offered > 0"
+    "   THEN round(r.answered::numeric / r.offered, 4)::float8 END)"
+    "  FROM one LEFT JOIN a r ON r.kind IS NULL)" R_REPORT_CLOSE;
 
 /* An agent's cells (h, fm, rm, c). */
 #define R_AGENT_COLS                                                      \
@@ -383,102 +345,56 @@ static const char
     " " name " AS (SELECT f.agent_id, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS m" \
     "  FROM facts f, unnest(f." col ") v WHERE f.agent_id IS NOT NULL GROUP BY f.agent_id),"
 
+#define R_AGENTS_FACTS \
+    R_FACTS_OPEN       \
+    "f.agent_id, f.solved, f.solved_fr, f.solved_rs, f.ratings, f.rating_sum" R_FACTS_CLOSE
+
 /*
  * The scorecards: tickets solved and CSAT from the rollups (the rows with
  * an agent), compensation from its table.
  */
-static const char sql_agents[] =
-    R_REPORT_OPEN "WITH " R_FACTS("f.agent_id, f.solved, f.solved_fr, f.solved_rs, f.ratings, "
-                                  "f.rating_sum") ","
-                                                  " h AS (SELECT f.agent_id, sum(f.solved)::bigint "
-                                                  "AS handled,"
-                                                  "  sum(f.ratings)::bigint AS "
-                                                  "ratings, " R_CSAT_AVERAGE " AS average"
-                                                  "  FROM facts f WHERE f.agent_id IS NOT NULL "
-                                                  "GROUP BY f.agent_id)," R_AGENT_MEDIAN(
-                                                      "solved_fr", "fm")
-                                                      R_AGENT_MEDIAN(
-                                                          "solved_rs",
-                                                          "rm") " c1 AS (SELECT "
-                                                                "GROUPING(c.issued_by_agent) AS g, "
-                                                                "c.issued_by_agent AS agent_id,"
-                                                                "  c.currency, count(*) AS n, "
-                                                                "sum(c.amount) AS amount"
-                                                                "  FROM compensations c LEFT JOIN "
-                                                                "tickets t ON t.tenant_id = "
-                                                                "c.tenant_id"
-                                                                "   AND t.id = c.ticket_id"
-                                                                "  WHERE c.tenant_id = sb_tenant() "
-                                                                "AND c.status IN ('issued', "
-                                                                "'approved')"
-                                                                "  AND c.issued_by_agent IS NOT "
-                                                                "NULL"
-                                                                "  AND c.created_at >= " R_LO
-                                                                " AND c.created_at < " R_HI
-                                                                    R_TICKET_T R_AGENT_C R_KIND_C
-                                                                "  GROUP BY GROUPING SETS "
-                                                                "((c.issued_by_agent, c.currency), "
-                                                                "(c.currency))),"
-                                                                " c AS (SELECT c1.g, c1.agent_id, "
-                                                                "sum(c1.n)::bigint AS n,"
-                                                                "  jsonb_object_agg(c1.currency, "
-                                                                "c1.amount) FILTER (WHERE "
-                                                                "c1.currency IS NOT "
-                                                                "NULL)"
-                                                                "   AS amounts FROM c1 GROUP BY "
-                                                                "c1.g, c1.agent_id),"
-                                                                " ids AS (SELECT h.agent_id FROM h "
-                                                                "WHERE h.handled > 0 OR h.ratings "
-                                                                "> 0"
-                                                                "  UNION SELECT c.agent_id FROM c "
-                                                                "WHERE c.g = 0"
-                                                                "  UNION SELECT m.agent_id FROM "
-                                                                "memberships m WHERE m.tenant_id = "
-                                                                "sb_tenant()"
-                                                                "   AND m.role <> "
-                                                                "'viewer'" R_AGENT_M
-                                                                " AND ($5::bigint IS NULL OR "
-                                                                "m.agent_id IN"
-                                                                "    (SELECT tm.agent_id FROM "
-                                                                "team_members tm WHERE "
-                                                                "tm.tenant_id = sb_tenant()"
-                                                                "     AND tm.team_id = $5)))"
-                                                                " SELECT (SELECT "
-                                                                "coalesce(json_agg(json_build_"
-                                                                "object('agent', i.agent_id, "
-                                                                "'name', ag.name,"
-                                                                "  " R_AGENT_COLS
-                                                                ") ORDER BY ag.name, i.agent_id), "
-                                                                "'[]')"
-                                                                "  FROM ids i LEFT JOIN agents ag "
-                                                                "ON ag.id = i.agent_id"
-                                                                "  LEFT JOIN h ON h.agent_id = "
-                                                                "i.agent_id LEFT JOIN fm ON "
-                                                                "fm.agent_id = "
-                                                                "i.agent_id"
-                                                                "  LEFT JOIN rm ON rm.agent_id = "
-                                                                "i.agent_id"
-                                                                "  LEFT JOIN c ON c.g = 0 AND "
-                                                                "c.agent_id = i.agent_id WHERE "
-                                                                "i.agent_id IS NOT "
-                                                                "NULL),"
-                                                                " (SELECT "
-                                                                "json_build_object('handled', "
-                                                                "coalesce(sum(f.solved), "
-                                                                "0)::bigint,"
-                                                                "  'csat_ratings', "
-                                                                "coalesce(sum(f.ratings), "
-                                                                "0)::bigint, "
-                                                                "'csat_average', " R_CSAT_AVERAGE
-                                                                ","
-                                                                "  'compensations', "
-                                                                "coalesce((SELECT c.n FROM c WHERE "
-                                                                "c.g = 1), 0),"
-                                                                "  'compensation', "
-                                                                "coalesce((SELECT c.amounts FROM c "
-                                                                "WHERE c.g = 1), '{}'))"
-                                                                "  FROM facts f WHERE f.agent_id "
-                                                                "IS NOT NULL)" R_REPORT_CLOSE;
+static const char sql_agents[] = R_REPORT_OPEN
+    "WITH " R_AGENTS_FACTS ","
+    " h AS (SELECT f.agent_id, sum(f.solved)::bigint AS handled,"
+    "  sum(f.ratings)::bigint AS ratings, " R_CSAT_AVERAGE " AS average"
+    "  FROM facts f WHERE f.agent_id IS NOT NULL GROUP BY f.agent_id)," R_AGENT_MEDIAN("solved_fr",
+                                                                                       "fm")
+        R_AGENT_MEDIAN(
+            "solved_rs",
+            "rm") " c1 AS (SELECT GROUPING(c.issued_by_agent) AS g, c.issued_by_agent AS agent_id,"
+                  "  c.currency, count(*) AS n, sum(c.amount) AS amount"
+                  "  FROM compensations c LEFT JOIN tickets t ON t.tenant_id = c.tenant_id"
+                  "   AND t.id = c.ticket_id"
+                  "  WHERE c.tenant_id = sb_tenant() AND c.status IN ('issued', 'approved')"
+                  "  AND c.issued_by_agent IS NOT NULL"
+                  "  AND c.created_at >= " R_LO
+                  " AND c.created_at < " R_HI R_TICKET_T R_AGENT_C R_KIND_C
+                  "  GROUP BY GROUPING SETS ((c.issued_by_agent, c.currency), (c.currency))),"
+                  " c AS (SELECT c1.g, c1.agent_id, sum(c1.n)::bigint AS n,"
+                  "  jsonb_object_agg(c1.currency, c1.amount) FILTER (WHERE c1.currency IS NOT "
+                  "NULL)"
+                  "   AS amounts FROM c1 GROUP BY c1.g, c1.agent_id),"
+                  " ids AS (SELECT h.agent_id FROM h WHERE h.handled > 0 OR h.ratings > 0"
+                  "  UNION SELECT c.agent_id FROM c WHERE c.g = 0"
+                  "  UNION SELECT m.agent_id FROM memberships m WHERE m.tenant_id = sb_tenant()"
+                  "   AND m.role <> 'viewer'" R_AGENT_M " AND ($5::bigint IS NULL OR m.agent_id IN"
+                  "    (SELECT tm.agent_id FROM team_members tm WHERE tm.tenant_id = sb_tenant()"
+                  "     AND tm.team_id = $5)))"
+                  " SELECT (SELECT coalesce(json_agg(json_build_object('agent', i.agent_id, "
+                  "'name', ag.name,"
+                  "  " R_AGENT_COLS ") ORDER BY ag.name, i.agent_id), '[]')"
+                  "  FROM ids i LEFT JOIN agents ag ON ag.id = i.agent_id"
+                  "  LEFT JOIN h ON h.agent_id = i.agent_id LEFT JOIN fm ON fm.agent_id = "
+                  "i.agent_id"
+                  "  LEFT JOIN rm ON rm.agent_id = i.agent_id"
+                  "  LEFT JOIN c ON c.g = 0 AND c.agent_id = i.agent_id WHERE i.agent_id IS NOT "
+                  "NULL),"
+                  " (SELECT json_build_object('handled', coalesce(sum(f.solved), 0)::bigint,"
+                  "  'csat_ratings', coalesce(sum(f.ratings), 0)::bigint, "
+                  "'csat_average', " R_CSAT_AVERAGE ","
+                  "  'compensations', coalesce((SELECT c.n FROM c WHERE c.g = 1), 0),"
+                  "  'compensation', coalesce((SELECT c.amounts FROM c WHERE c.g = 1), '{}'))"
+                  "  FROM facts f WHERE f.agent_id IS NOT NULL)" R_REPORT_CLOSE;
 
 static const char sql_compensation[] = R_REPORT_OPEN
     "WITH x AS (SELECT to_char(c.created_at, 'YYYY-MM') AS month, c.reason,"
@@ -557,58 +473,44 @@ static const char sql_retention[] = R_REPORT_OPEN "WITH k AS MATERIALIZED (SELEC
                            "= 1)"
                            " FROM r" R_REPORT_CLOSE;
 
-/* Every channel with a ticket created or solved in the range, in every period. */
-static const char sql_channels[] = R_REPORT_OPEN "WITH " R_PERIODS ", " R_FACTS(
-    "f.day, f.channel, f.created, f.solved") ","
-                                             " c AS (SELECT " R_PERIOD_F
-                                             " AS period, f.channel, sum(f.created)::bigint AS "
-                                             "created,"
-                                             "  sum(f.solved)::bigint AS solved FROM facts f GROUP "
-                                             "BY 1, f.channel),"
-                                             " ch AS (SELECT c.channel FROM c GROUP BY c.channel"
-                                             "  HAVING sum(c.created) > 0 OR sum(c.solved) > 0),"
-                                             " r AS (SELECT p.period, ch.channel, "
-                                             "coalesce(c.created, 0) AS created,"
-                                             "  coalesce(c.solved, 0) AS solved FROM periods p "
-                                             "CROSS JOIN ch"
-                                             "  LEFT JOIN c ON c.period = p.period AND c.channel = "
-                                             "ch.channel)"
-                                             " SELECT "
-                                             "coalesce(json_agg(json_build_object('period', "
-                                             "r.period, 'channel', r.channel,"
-                                             "  'created', r.created, 'solved', r.solved) ORDER BY "
-                                             "r.period, r.channel), '[]'),"
-                                             " json_build_object('created', "
-                                             "coalesce(sum(r.created), 0)::bigint,"
-                                             "  'solved', coalesce(sum(r.solved), 0)::bigint)"
-                                             " FROM r" R_REPORT_CLOSE;
+#define R_CHANNELS_FACTS R_FACTS_OPEN "f.day, f.channel, f.created, f.solved" R_FACTS_CLOSE
 
-static const char sql_problems[] = R_REPORT_OPEN "WITH " R_FACTS(
-    "f.created, f.tagged, f.linked") ","
-                                     " x AS (SELECT f.tag, f.problem_id, sum(f.tickets) AS n"
-                                     "  FROM sb_report_tag_facts($1::date, $2::date) "
-                                     "f" R_FACTS_WHERE "  GROUP BY f.tag, f.problem_id),"
-                                     " tg AS (SELECT x.tag, x.n FROM x WHERE x.tag IS NOT NULL "
-                                     "ORDER BY x.n DESC, x.tag LIMIT 20),"
-                                     " pr AS (SELECT x.problem_id, x.n FROM x WHERE x.problem_id "
-                                     "IS NOT NULL"
-                                     "  ORDER BY x.n DESC, x.problem_id LIMIT 20),"
-                                     " r AS (SELECT 1 AS ord, 'tag' AS kind, NULL::bigint AS id, "
-                                     "tg.tag AS name,"
-                                     "  NULL::text AS status, tg.n FROM tg"
-                                     "  UNION ALL SELECT 2, 'problem', p.id, p.title, p.status, "
-                                     "pr.n FROM pr"
-                                     "  JOIN problems p ON p.tenant_id = sb_tenant() AND p.id = "
-                                     "pr.problem_id)"
-                                     " SELECT (SELECT coalesce(json_agg(json_build_object('kind', "
-                                     "r.kind, 'id', r.id,"
-                                     "  'name', r.name, 'status', r.status, 'tickets', r.n)"
-                                     "  ORDER BY r.ord, r.n DESC, r.name, r.id), '[]') FROM r),"
-                                     " (SELECT json_build_object('tickets', "
-                                     "coalesce(sum(f.created), 0)::bigint,"
-                                     "  'tagged', coalesce(sum(f.tagged), 0)::bigint,"
-                                     "  'linked', coalesce(sum(f.linked), 0)::bigint) FROM facts "
-                                     "f)" R_REPORT_CLOSE;
+/* Every channel with a ticket created or solved in the range, in every period. */
+static const char sql_channels[] = R_REPORT_OPEN
+    "WITH " R_PERIODS ", " R_CHANNELS_FACTS ","
+    " c AS (SELECT " R_PERIOD_F " AS period, f.channel, sum(f.created)::bigint AS created,"
+    "  sum(f.solved)::bigint AS solved FROM facts f GROUP BY 1, f.channel),"
+    " ch AS (SELECT c.channel FROM c GROUP BY c.channel"
+    "  HAVING sum(c.created) > 0 OR sum(c.solved) > 0),"
+    " r AS (SELECT p.period, ch.channel, coalesce(c.created, 0) AS created,"
+    "  coalesce(c.solved, 0) AS solved FROM periods p CROSS JOIN ch"
+    "  LEFT JOIN c ON c.period = p.period AND c.channel = ch.channel)"
+    " SELECT coalesce(json_agg(json_build_object('period', r.period, 'channel', r.channel,"
+    "  'created', r.created, 'solved', r.solved) ORDER BY r.period, r.channel), '[]'),"
+    " json_build_object('created', coalesce(sum(r.created), 0)::bigint,"
+    "  'solved', coalesce(sum(r.solved), 0)::bigint)"
+    " FROM r" R_REPORT_CLOSE;
+
+#define R_PROBLEMS_FACTS R_FACTS_OPEN "f.created, f.tagged, f.linked" R_FACTS_CLOSE
+
+static const char sql_problems[] = R_REPORT_OPEN
+    "WITH " R_PROBLEMS_FACTS ","
+    " x AS (SELECT f.tag, f.problem_id, sum(f.tickets) AS n"
+    "  FROM sb_report_tag_facts($1::date, $2::date) f" R_FACTS_WHERE
+    "  GROUP BY f.tag, f.problem_id),"
+    " tg AS (SELECT x.tag, x.n FROM x WHERE x.tag IS NOT NULL ORDER BY x.n DESC, x.tag LIMIT 20),"
+    " pr AS (SELECT x.problem_id, x.n FROM x WHERE x.problem_id IS NOT NULL"
+    "  ORDER BY x.n DESC, x.problem_id LIMIT 20),"
+    " r AS (SELECT 1 AS ord, 'tag' AS kind, NULL::bigint AS id, tg.tag AS name,"
+    "  NULL::text AS status, tg.n FROM tg"
+    "  UNION ALL SELECT 2, 'problem', p.id, p.title, p.status, pr.n FROM pr"
+    "  JOIN problems p ON p.tenant_id = sb_tenant() AND p.id = pr.problem_id)"
+    " SELECT (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'id', r.id,"
+    "  'name', r.name, 'status', r.status, 'tickets', r.n)"
+    "  ORDER BY r.ord, r.n DESC, r.name, r.id), '[]') FROM r),"
+    " (SELECT json_build_object('tickets', coalesce(sum(f.created), 0)::bigint,"
+    "  'tagged', coalesce(sum(f.tagged), 0)::bigint,"
+    "  'linked', coalesce(sum(f.linked), 0)::bigint) FROM facts f)" R_REPORT_CLOSE;
 
 typedef struct {
     const char *name;
