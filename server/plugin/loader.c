@@ -66,7 +66,7 @@ static struct {
     sb_http_client_t *client; /* the plugins' outbound HTTP, per worker */
 } host;
 
-/* A plugin built for ABI minor 2 or later: it knows the 1.2 structs. */
+/* A plugin built for ABI minor `minor` or later: it knows that minor's structs. */
 static int loader_abi_minor_ge(const sb_plugin_ctx_t *p, int minor)
 {
     return p->desc->abi_minor >= minor;
@@ -169,14 +169,18 @@ static void host_ingest_done(int status, const sb_ingest_result_t *r, void *data
 /*
  * A plugin built before ABI 1.2 passes shorter structs: copy what it has
  * into the host's layout (zeroing the rest), attachments included, whose
- * stride is the old size.  *files is the caller's to free.
+ * stride is the old size.  A 1.0 message ends at html: reading on would
+ * take whatever follows it for attachments.  *files is the caller's to free.
  */
-static void host_inbound_upgrade(const sb_inbound_t *msg, sb_inbound_t *m, sb_attachment_t **files)
+static void host_inbound_upgrade(const sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_inbound_t *m,
+                                 sb_attachment_t **files)
 {
     const size_t old_stride = offsetof(sb_attachment_t, file_id);
 
     memset(m, 0, sizeof(*m));
-    memcpy(m, msg, offsetof(sb_inbound_t, channel_id));
+    memcpy(m, msg,
+           loader_abi_minor_ge(p, 1) ? offsetof(sb_inbound_t, channel_id)
+                                     : offsetof(sb_inbound_t, attachments));
     *files = NULL;
     if (m->nattachments == 0 || msg->attachments == NULL)
         return;
@@ -196,7 +200,7 @@ static int host_ingest(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb
     if (loader_abi_minor_ge(p, 2))
         m = *msg;
     else
-        host_inbound_upgrade(msg, &m, &files);
+        host_inbound_upgrade(p, msg, &m, &files);
     host_ingest_t *hi = sb_xmalloc(sizeof(*hi));
     hi->ctx = p;
     hi->cb = done;

@@ -199,16 +199,22 @@ def test_attachment_stored_and_downloaded(database, start_server):
     assert psql(database, "SELECT count(*) FROM attachments").strip() == "1"
 
 
+def old_plugin_posted(database, start_server, name, route, text):
+    """A server with only the test plugin name, which has stored text posted to its route."""
+    migrated(database)
+    srv = start_server(database, env={"SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
+                                      "SWITCHBOARD_PLUGINS": name})
+    assert f'loaded plugin "{name}"' in srv.log_text()
+    status, _, body = srv.request("POST", f"/hooks/acme/{route}?id=o1", body=text,
+                                  headers={"Content-Type": "text/plain"})
+    assert status == 200, body
+    return srv
+
+
 def test_plugin_built_for_abi_1_1_still_works(database, start_server):
     """A 1.1 plugin's shorter structs are read as 1.1 (no webhook, attachments
     without file_id, no channel_id) and what it ingests is stored whole."""
-    migrated(database)
-    srv = start_server(database, env={"SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
-                                      "SWITCHBOARD_PLUGINS": "abi_1_1"})
-    assert 'loaded plugin "abi_1_1"' in srv.log_text()
-    status, _, body = srv.request("POST", "/hooks/acme/old?id=o1", body=b"from an old plugin",
-                                  headers={"Content-Type": "text/plain"})
-    assert status == 200, body
+    srv = old_plugin_posted(database, start_server, "abi_1_1", "old", b"from an old plugin")
     out = psql(database, "SELECT string_agg(filename || ':' || size || ':' ||"
                          " convert_from(data, 'UTF8') || ':' || (file_id IS NULL), ',' ORDER BY id)"
                          " FROM attachments")
@@ -221,3 +227,12 @@ def test_plugin_built_for_abi_1_1_still_works(database, start_server):
     cid = psql(database, "SELECT id FROM channels WHERE name = 'old'").strip()
     status, _, _ = srv.request("POST", f"/hooks/acme/{cid}", body=b"x")
     assert status == 404
+
+
+def test_plugin_built_for_abi_1_0_has_no_attachments_read(database, start_server):
+    """A 1.0 message ends at html: what lies after it in the plugin's memory
+    (here, something shaped like an attachment list) is never read."""
+    old_plugin_posted(database, start_server, "abi_1_0", "older", b"from a 1.0 plugin")
+    assert psql(database, "SELECT body_text FROM messages WHERE channel = 'abi_1_0'").strip() \
+        == "from a 1.0 plugin"
+    assert psql(database, "SELECT count(*) FROM attachments").strip() == "0"
