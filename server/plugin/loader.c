@@ -195,8 +195,10 @@ static int host_ingest(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb
     sb_inbound_t m;
     sb_attachment_t *files = NULL;
 
-    if (host.db == NULL || done == NULL || msg == NULL)
+    if (done == NULL || msg == NULL)
         return SB_EINVAL;
+    if (host.db == NULL)
+        return SB_EUNAVAILABLE; /* before start or while stopping: worth a retry */
     if (loader_abi_minor_ge(p, 2))
         m = *msg;
     else
