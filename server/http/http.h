@@ -160,6 +160,12 @@ sb_pool_t *sb_http_req_pool(sb_http_req_t *req);
 /* Adds a response header.  Copies name and value. */
 void sb_http_res_header(sb_http_req_t *req, const char *name, const char *value);
 
+/*
+ * Whether req has been answered (a respond call, or a WebSocket
+ * handshake): for code that answers what a handler did not.
+ */
+int sb_http_req_responded(const sb_http_req_t *req);
+
 /* Responds.  Copies the body.  Call exactly once per request. */
 void sb_http_respond(sb_http_req_t *req, int status, const char *content_type, const void *body,
                      size_t len);

@@ -511,6 +511,10 @@ const char *sb_http_req_path(const sb_http_req_t *req)
 {
     return req->path;
 }
+int sb_http_req_responded(const sb_http_req_t *req)
+{
+    return req->responded;
+}
 const char *sb_http_req_id(const sb_http_req_t *req)
 {
     return req->id;

@@ -742,7 +742,8 @@ static void loader_hook_found(int status, sb_instance_t *inst, void *data)
     sb_plugin_ctx_t *p = loader_find(ch->type);
     int (*hook)(sb_plugin_ctx_t *, const sb_channel_t *, sb_http_req_t *) = loader_webhook(p);
     int rc = hook ? hook(p, ch, req) : SB_ENOENT;
-    if (rc != 0)
+    /* A plugin that answered and then returned an error has answered. */
+    if (rc != 0 && !sb_http_req_responded(req))
         loader_hook_refuse(req, rc);
 }
 

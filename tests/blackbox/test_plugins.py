@@ -236,3 +236,18 @@ def test_plugin_built_for_abi_1_0_has_no_attachments_read(database, start_server
     assert psql(database, "SELECT body_text FROM messages WHERE channel = 'abi_1_0'").strip() \
         == "from a 1.0 plugin"
     assert psql(database, "SELECT count(*) FROM attachments").strip() == "0"
+
+
+def test_webhook_that_answers_then_fails_is_answered_once(database, start_server):
+    """A plugin's webhook that responds and then returns an error: the
+    host does not answer again (which aborted the worker)."""
+    migrated(database)
+    srv = start_server(database, env={"SWITCHBOARD_PLUGINS_DIR": TEST_PLUGINS,
+                                      "SWITCHBOARD_PLUGINS": "answers_then_fails"})
+    psql(database, "INSERT INTO channels (tenant_id, type, name) SELECT id, 'answers_then_fails',"
+                   " 'atf' FROM tenants WHERE slug = 'acme'")
+    cid = psql(database, "SELECT id FROM channels WHERE name = 'atf'").strip()
+    for _ in range(2):
+        status, _, body = srv.request("POST", f"/hooks/acme/{cid}", body=b"x")
+        assert (status, body) == (200, b"answered\n")
+    assert "assert" not in srv.log_text().lower()
