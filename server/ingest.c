@@ -7,6 +7,7 @@
 #include "common.h"
 #include "log.h"
 
+#include <glib.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -14,7 +15,8 @@
 #include <string.h>
 
 #define INGEST_ATTEMPTS 3
-#define INGEST_MAX_ATTACHMENT (25u << 20)
+#define INGEST_MAX_ATTACHMENT (25u << 20) /* bytes of a file stored here, not of a reference */
+#define INGEST_MAX_FILE_ID 2000
 
 typedef struct {
     sb_db_t *db;
@@ -152,11 +154,51 @@ static int ingest_send(ingest_t *in)
     return sb_db_query(in->db, s, in->params[11] ? 3 : 2, ingest_done, in);
 }
 
-/* One file left on the platform: its id instead of its bytes. */
+/*
+ * A string cut to at most max bytes, on a character boundary (s is valid
+ * UTF-8: the byte at the cut starts a character).  Returns whether it cut.
+ */
+static int ingest_utf8_cut(char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return 0;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    s[n] = '\0';
+    return 1;
+}
+
+/*
+ * An optional string as it can be stored: invalid UTF-8 replaced, cut to
+ * max bytes (what says which, for the log).  NULL stays NULL; the caller
+ * frees with g_free.
+ */
+static char *ingest_optional(const char *s, size_t max, const char *what)
+{
+    if (s == NULL)
+        return NULL;
+    int valid = g_utf8_validate(s, -1, NULL);
+    char *v = valid ? g_strdup(s) : g_utf8_make_valid(s, -1);
+    if (!valid)
+        sb_log(SB_LOG_WARNING, NULL, "inbound %s is not valid UTF-8: stored with replacements",
+               what);
+    if (ingest_utf8_cut(v, max))
+        sb_log(SB_LOG_WARNING, NULL, "inbound %s is longer than %zu bytes: stored cut", what, max);
+    return v;
+}
+
+/* One file left on the platform: its id instead of its bytes (size as the platform said). */
 static json_t *ingest_attachment_ref(const sb_attachment_t *a, const char *name, const char *type)
 {
-    if (strlen(a->file_id) > 2000)
+    /* A reference that cannot be stored is dropped; the message is kept. */
+    if (strlen(a->file_id) > INGEST_MAX_FILE_ID || !g_utf8_validate(a->file_id, -1, NULL)) {
+        sb_log(SB_LOG_WARNING, NULL,
+               "an inbound file's id is not UTF-8 or longer than %d bytes: file not recorded",
+               INGEST_MAX_FILE_ID);
         return NULL;
+    }
     return json_pack("{s:s,s:s,s:I,s:n,s:n,s:s}", "filename", name, "content_type", type, "size",
                      (json_int_t)a->size, "sha256", "data", "file_id", a->file_id);
 }
@@ -167,8 +209,12 @@ static json_t *ingest_attachment_data(const sb_attachment_t *a, const char *name
     unsigned char hash[crypto_hash_sha256_BYTES];
     char hex[crypto_hash_sha256_BYTES * 2 + 1];
 
-    if (a->size > 0 && a->data == NULL)
+    if ((a->size > 0 && a->data == NULL) || a->size > INGEST_MAX_ATTACHMENT) {
+        sb_log(SB_LOG_WARNING, NULL,
+               "an inbound file has no bytes or more than %u: file not stored",
+               INGEST_MAX_ATTACHMENT);
         return NULL;
+    }
     crypto_hash_sha256(hash, a->data, a->size);
     sodium_bin2hex(hex, sizeof(hex), hash, sizeof(hash));
     size_t b64len = sodium_base64_ENCODED_LEN(a->size, sodium_base64_VARIANT_ORIGINAL);
@@ -181,63 +227,66 @@ static json_t *ingest_attachment_data(const sb_attachment_t *a, const char *name
 }
 
 /*
- * The attachments as one JSON array in out, or SB_EINVAL for one that is
- * too large or badly named.
+ * The attachments as one JSON array in out.  A file that cannot be stored
+ * (bytes over the limit or missing, a platform id too long) is left out
+ * and logged, a bad name or type replaced: the customer's message is never
+ * refused for one of its files.  Returns how many are stored.
  */
-static int ingest_attachments(const sb_inbound_t *msg, sb_buf_t *out)
+static size_t ingest_attachments(const sb_inbound_t *msg, sb_buf_t *out)
 {
     json_t *list = json_array();
-    int rc = 0;
 
-    for (size_t i = 0; i < msg->nattachments && rc == 0; i++) {
+    for (size_t i = 0; i < msg->nattachments; i++) {
         const sb_attachment_t *a = &msg->attachments[i];
-        const char *name = a->filename && a->filename[0] ? a->filename : "attachment";
-        const char *type =
-            a->content_type && a->content_type[0] ? a->content_type : "application/octet-stream";
-        if (a->size > INGEST_MAX_ATTACHMENT || strlen(name) > 255 || strlen(type) > 255) {
-            rc = SB_EINVAL;
-            break;
-        }
-        /* NULL: a name that is not UTF-8, or bytes missing. */
+        char *name = ingest_optional(a->filename && a->filename[0] ? a->filename : "attachment",
+                                     255, "file name");
+        const char *type = a->content_type && strlen(a->content_type) <= 255 &&
+                                   g_utf8_validate(a->content_type, -1, NULL)
+                               ? a->content_type
+                               : "";
+        if (type[0] == '\0')
+            type = "application/octet-stream";
         json_t *item = a->file_id && a->data == NULL ? ingest_attachment_ref(a, name, type)
                                                      : ingest_attachment_data(a, name, type);
-        if (item == NULL)
-            rc = SB_EINVAL;
-        else
+        if (item)
             json_array_append_new(list, item);
+        g_free(name);
     }
-    if (rc == 0) {
-        char *text = json_dumps(list, JSON_COMPACT);
-        sb_buf_puts(out, text);
-        free(text);
-    }
+    size_t n = json_array_size(list);
+    char *text = json_dumps(list, JSON_COMPACT);
+    sb_buf_puts(out, text);
+    free(text);
     json_decref(list);
-    return rc;
+    return n;
 }
 
-static int ingest_field_ok(const char *s, size_t max, int required)
+/* A required string: present, valid UTF-8, at most max bytes, not empty unless may_be_empty. */
+static int ingest_required_ok(const char *s, size_t max, int may_be_empty)
 {
     if (s == NULL)
-        return !required;
+        return 0;
     size_t n = strlen(s);
-    return n <= max && (!required || n > 0);
+    return n <= max && (may_be_empty || n > 0) && g_utf8_validate(s, (gssize)n, NULL);
 }
 
 int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void *data)
 {
-    const char *src[10] = {msg->tenant,        msg->channel,        msg->external_id,
-                           msg->identity_kind, msg->identity_value, msg->sender_name,
-                           msg->thread_key,    msg->subject,        msg->text,
-                           msg->html};
-    size_t offs[10];
-
-    if (!ingest_field_ok(msg->tenant, 63, 1) || !ingest_field_ok(msg->channel, 64, 1) ||
-        !ingest_field_ok(msg->external_id, 500, 1) || !ingest_field_ok(msg->identity_kind, 20, 1) ||
-        !ingest_field_ok(msg->identity_value, 320, 1) ||
-        !ingest_field_ok(msg->sender_name, 200, 0) || !ingest_field_ok(msg->thread_key, 500, 0) ||
-        !ingest_field_ok(msg->subject, 500, 0) || !ingest_field_ok(msg->text, 1000000, 1) ||
-        !ingest_field_ok(msg->html, 5000000, 0))
+    /* Keys and the text are refused when bad; what is only shown is repaired. */
+    if (!ingest_required_ok(msg->tenant, 63, 0) || !ingest_required_ok(msg->channel, 64, 0) ||
+        !ingest_required_ok(msg->external_id, 500, 0) ||
+        !ingest_required_ok(msg->identity_kind, 20, 0) ||
+        !ingest_required_ok(msg->identity_value, 320, 0) ||
+        (msg->thread_key && !ingest_required_ok(msg->thread_key, 500, 0)) ||
+        !ingest_required_ok(msg->text, 1000000, msg->nattachments > 0))
         return SB_EINVAL;
+
+    char *name = ingest_optional(msg->sender_name, 200, "sender name");
+    char *subject = ingest_optional(msg->subject, 500, "subject");
+    char *html = ingest_optional(msg->html, 5000000, "html");
+    const char *src[10] = {msg->tenant,         msg->channel, msg->external_id, msg->identity_kind,
+                           msg->identity_value, name,         msg->thread_key,  subject,
+                           msg->text,           html};
+    size_t offs[10];
 
     ingest_t *in = sb_xcalloc(1, sizeof(*in));
     in->db = db;
@@ -252,17 +301,17 @@ int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void
     }
     for (int i = 0; i < 10; i++)
         in->params[i] = src[i] ? in->store.data + offs[i] : NULL;
+    g_free(name);
+    g_free(subject);
+    g_free(html);
     if (msg->channel_id > 0) {
         snprintf(in->channel_id, sizeof(in->channel_id), "%lld", (long long)msg->channel_id);
         in->params[10] = in->channel_id;
     }
-    if (msg->nattachments > 0) {
+    if (msg->nattachments > 0 && msg->attachments) {
         sb_buf_init(&in->files);
-        if (ingest_attachments(msg, &in->files) != 0) {
-            ingest_free(in);
-            return SB_EINVAL;
-        }
-        in->params[11] = in->files.data;
+        if (ingest_attachments(msg, &in->files) > 0)
+            in->params[11] = in->files.data;
     }
     int rc = ingest_send(in);
     if (rc != 0) {

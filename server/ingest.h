@@ -19,8 +19,10 @@ typedef void (*sb_ingest_done_cb)(int status, const sb_ingest_result_t *r, void 
 
 /*
  * Copies msg and stores it.  Returns 0 and calls done once after commit
- * (or failure); or SB_EINVAL (a required field is missing or too long) or
- * SB_EUNAVAILABLE, and never calls done.
+ * (or failure); or SB_EINVAL (a key or the text is missing, too long or not
+ * UTF-8) or SB_EUNAVAILABLE, and never calls done.  Optional fields are
+ * repaired and cut rather than refused, and files that cannot be stored
+ * left out (see ingest in switchboard/plugin.h).
  */
 int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void *data);
 

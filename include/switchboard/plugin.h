@@ -95,7 +95,11 @@ typedef void (*sb_plugin_json_cb)(sb_plugin_ctx_t *p, int status, const char *js
 
 /* ======================== inbound ======================== */
 
-/* A file that came with a message.  At most 25 MiB each. */
+/*
+ * A file that came with a message: bytes up to 25 MiB, or (1.2) a file_id
+ * of at most 2000 bytes, whatever the size.  One the host cannot store is
+ * left out (logged) and the message stored without it.
+ */
 typedef struct sb_attachment {
     const char *filename;     /* as the sender named it (UTF-8), or NULL */
     const char *content_type; /* e.g. "image/png"; NULL: application/octet-stream */
@@ -262,9 +266,12 @@ typedef struct sb_host_api {
     void (*timer_stop)(sb_plugin_ctx_t *p, sb_plugin_timer_t *t);
     /*
      * Stores an inbound message in one transaction (see sb_inbound_t) and
-     * calls done after commit.  Returns 0, or SB_EINVAL for a message missing
-     * a required field, SB_EUNAVAILABLE when the database is down (done is
-     * then never called).
+     * calls done after commit.  Returns 0, or SB_EINVAL for a message whose
+     * keys or text are missing, too long or not UTF-8 (the text may be empty
+     * when files came), SB_EUNAVAILABLE when the database is down (done is
+     * then never called).  Optional fields that are not UTF-8 or too long
+     * (sender_name 200 bytes, subject 500, a file name 255) are repaired
+     * and cut on a character boundary, not refused.
      */
     int (*ingest)(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb done, void *data);
 

@@ -44,10 +44,12 @@ static const char *wa_other_text(json_t *msg, const char *type, char *buf, size_
     if (t == NULL)
         t = json_string_value(json_object_get(
             json_object_get(json_object_get(msg, "interactive"), "list_reply"), "title"));
-    if (t)
+    if (t && t[0])
         return t;
     if (loc)
         sb_social_location_text(loc, buf, len);
+    else if (t)
+        snprintf(buf, len, "(an empty message)");
     else
         snprintf(buf, len, "(a %s message)", type);
     return buf;

@@ -84,6 +84,30 @@ def test_unknown_tenant_and_bad_input_store_nothing(database, start_server):
     assert counts(database) == (0, 0, 0)
 
 
+def test_bad_shown_fields_are_repaired_not_refused(database, start_server):
+    """A name or file name that is too long or not UTF-8 is cut on a
+    character boundary or repaired, and the message stored; a text that is
+    not UTF-8 is refused (400), not retried forever (503)."""
+    migrated(database)
+    srv = start_server(database)
+    status, _, body = hook(srv, "acme", "hi", **{"from": "u1", "id": "n1", "name": "é" * 150})
+    assert status == 200, body
+    status, _, body = srv.request("POST", "/hooks/acme/example?from=u2&id=n2&name=ab%FFcd",
+                                  body=b"hi", headers={"Content-Type": "text/plain"})
+    assert status == 200, body
+    assert psql(database, "SELECT string_agg(name, ',' ORDER BY id) FROM customers").strip() \
+        == "é" * 100 + ",ab\ufffdcd"
+    status, _, body = srv.request("POST", "/hooks/acme/example?from=u3&id=f1&filename="
+                                  + urllib.parse.quote("ü" * 200), body=b"\x89PNG",
+                                  headers={"Content-Type": "image/png"})
+    assert status == 200, body
+    assert psql(database, "SELECT filename FROM attachments").strip() == "ü" * 127
+    status, _, body = srv.request("POST", "/hooks/acme/example?from=u4&id=b1", body=b"bad \xff",
+                                  headers={"Content-Type": "text/plain"})
+    assert status == 400, body
+    assert counts(database) == (3, 3, 3)
+
+
 def test_database_down_means_retry_then_stored_once(pg_cluster_factory, start_server):
     cluster = pg_cluster_factory()
     migrated(cluster.url)

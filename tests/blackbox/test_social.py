@@ -378,6 +378,35 @@ def test_bad_requests(env):
     assert status == 200 and stored(e.db, tg)[0] == 1
 
 
+def test_messages_with_unstorable_parts_are_stored(env):
+    """What cannot be stored of a message (a reference's size over the
+    limit for bytes we hold, a URL too long to record, an empty text) never
+    costs the customer's message: it used to be acknowledged and dropped."""
+    e = env
+    tg = new_channel(e, "telegram")
+    upd = json.loads(corpus("telegram-update-document.json"))
+    upd["message"]["document"]["file_size"] = 30 << 20   # on Telegram, not here: no limit
+    body = json.dumps(upd).encode()
+    assert post(e.srv, tg, body, signed(e.srv, tg, body))[0] == 200
+    assert rows(e.db, f"SELECT a.size, a.file_id FROM attachments a JOIN messages m ON"
+                      f" m.tenant_id = a.tenant_id AND m.id = a.message_id"
+                      f" WHERE m.channel_id = {tg['id']}") == [[str(30 << 20), "a1b2c34d5e6f7g8h9i"]]
+
+    ms = new_channel(e, "messenger")
+    ev = json.loads(corpus("messenger-message-image-attachment.json"))
+    ev["entry"][0]["messaging"][0]["message"]["attachments"][0]["payload"]["url"] = \
+        "https://cdn.example/" + "x" * 2100
+    body = json.dumps(ev).encode()
+    assert post(e.srv, ms, body, signed(e.srv, ms, body))[0] == 200
+    assert stored(e.db, ms)[:2] == (1, 0)      # the message, without the file it cannot record
+
+    wa = new_channel(e, "whatsapp")
+    body = wa_inbound("wamid.empty-text", text="")
+    assert post(e.srv, wa, body, signed(e.srv, wa, body))[0] == 200
+    assert rows(e.db, f"SELECT body_text FROM messages WHERE channel_id = {wa['id']}") \
+        == [["(an empty message)"]]
+
+
 def test_concurrent_redeliveries_store_one_message(env):
     """Platforms retry fast: the same notification arriving eight times at
     once is acknowledged eight times and stored once."""
