@@ -58,8 +58,9 @@ static void ms_message(sb_social_batch_t *b, const sb_channel_t *ch, json_t *ev,
         natt++;
     }
     if (t == NULL || t[0] == '\0') {
-        snprintf(text, sizeof(text), "(%s)",
-                 natt ? att[0].filename ? att[0].filename : "attachment" : "an empty message");
+        sb_social_printf(text, sizeof(text), "(%s)",
+                         natt ? att[0].filename ? att[0].filename : "attachment"
+                              : "an empty message");
         t = text;
     }
     /* Replies need to know which API the person is on: the kind leads the key. */

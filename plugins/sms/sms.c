@@ -41,7 +41,7 @@ static void sms_status(sb_social_batch_t *b, const sb_channel_t *ch, const sb_so
 
     if (sid == NULL || word == NULL)
         return;
-    snprintf(detail, sizeof(detail), "error %s", code ? code : "unknown");
+    sb_social_printf(detail, sizeof(detail), "error %s", code ? code : "unknown");
     sb_social_batch_status(b, ch, sid, word, strcmp(word, "failed") == 0 ? detail : NULL);
 }
 

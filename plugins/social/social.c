@@ -8,6 +8,7 @@
 
 #include <glib.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -377,6 +378,22 @@ const char *sb_social_setting(const sb_channel_t *ch, const char *key, char *buf
     return out;
 }
 
+const char *sb_social_printf(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n < len)
+        return buf;
+    size_t end = strlen(buf);
+    const char *last = g_utf8_find_prev_char(buf, buf + end);
+    if (last && g_utf8_get_char_validated(last, (gssize)(buf + end - last)) == (gunichar)-2)
+        buf[last - buf] = '\0'; /* the last character lost its tail */
+    return buf;
+}
+
 const char *sb_social_location_text(json_t *loc, char *buf, size_t len)
 {
     snprintf(buf, len, "(location %.6f, %.6f)", json_number_value(json_object_get(loc, "latitude")),
@@ -422,8 +439,8 @@ static void social_sent(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, v
     } else {
         /* 429 and 5xx pass; any other refusal would be refused again. */
         result = res->status == 429 || res->status >= 500 ? SB_RETRY : SB_FAILED;
-        snprintf(detail, sizeof(detail), "the platform answered %ld: %.200s", res->status,
-                 res->body ? res->body : "");
+        sb_social_printf(detail, sizeof(detail), "the platform answered %ld: %s", res->status,
+                         res->body ? res->body : "");
     }
     if (result == SB_RETRY)
         s->api->send_report(p, s->send_data, NULL,

@@ -127,6 +127,14 @@ int sb_social_validate(const char *json, const char *const *keys, char *field, s
 /* The string setting key of ch copied into buf (NULL when absent). */
 const char *sb_social_setting(const sb_channel_t *ch, const char *key, char *buf, size_t len);
 
+/*
+ * snprintf into buf, cut back to the last whole UTF-8 character when the
+ * output did not fit (a byte cut would make the text invalid UTF-8, which
+ * the database refuses).  Returns buf.
+ */
+const char *sb_social_printf(char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* "(location <lat>, <lon>)" for a location object, into buf; returns buf. */
 const char *sb_social_location_text(json_t *loc, char *buf, size_t len);
 

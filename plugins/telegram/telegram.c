@@ -71,7 +71,7 @@ static const char *tg_text(json_t *msg, int has_file, const char *what, char *bu
     if (t && t[0])
         return t;
     if (has_file)
-        snprintf(buf, len, "(%s)", what);
+        sb_social_printf(buf, len, "(%s)", what);
     else if (loc)
         sb_social_location_text(loc, buf, len);
     else
@@ -88,9 +88,9 @@ static const char *tg_name(json_t *from, char *buf, size_t len)
     const char *title = json_string_value(json_object_get(from, "title"));
 
     if (first)
-        snprintf(buf, len, "%s%s%s", first, last ? " " : "", last ? last : "");
+        sb_social_printf(buf, len, "%s%s%s", first, last ? " " : "", last ? last : "");
     else if (user || title)
-        snprintf(buf, len, "%s", user ? user : title);
+        sb_social_printf(buf, len, "%s", user ? user : title);
     else
         return NULL;
     return buf;
@@ -107,7 +107,8 @@ static void tg_message(sb_social_batch_t *b, const sb_channel_t *ch, json_t *msg
     json_int_t chat_id = json_integer_value(json_object_get(chat, "id"));
     json_int_t msg_id = json_integer_value(json_object_get(msg, "message_id"));
     json_t *topic = json_object_get(msg, "message_thread_id");
-    char thread[64], ext[96], who[32], name[200], body[200], edited_text[4200];
+    char thread[64], ext[96], who[32], name[200], body[200];
+    char edited_text[4010]; /* "(edited) " and up to 4000 bytes of the text */
     sb_attachment_t file = {0};
     const char *what = "file";
 
@@ -139,7 +140,7 @@ static void tg_message(sb_social_batch_t *b, const sb_channel_t *ch, json_t *msg
     const char *text =
         text_override ? text_override : tg_text(msg, has_file, what, body, sizeof(body));
     if (edited) {
-        snprintf(edited_text, sizeof(edited_text), "(edited) %.4000s", text);
+        sb_social_printf(edited_text, sizeof(edited_text), "(edited) %s", text);
         text = edited_text;
     }
     sb_inbound_t m = {

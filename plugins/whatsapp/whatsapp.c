@@ -27,7 +27,7 @@ static const char *wa_media_text(json_t *media, const char *type, char *buf, siz
     const char *name = json_string_value(json_object_get(media, "filename"));
     if (caption && caption[0])
         return caption;
-    snprintf(buf, len, "(%s%s%s)", type, name ? " " : "", name ? name : "");
+    sb_social_printf(buf, len, "(%s%s%s)", type, name ? " " : "", name ? name : "");
     return buf;
 }
 
@@ -51,7 +51,7 @@ static const char *wa_other_text(json_t *msg, const char *type, char *buf, size_
     else if (t)
         snprintf(buf, len, "(an empty message)");
     else
-        snprintf(buf, len, "(a %s message)", type);
+        sb_social_printf(buf, len, "(a %s message)", type);
     return buf;
 }
 

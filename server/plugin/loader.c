@@ -18,6 +18,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glib.h>
 #include <sodium.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -65,6 +66,15 @@ static struct {
     sb_db_t *db;
     sb_http_client_t *client; /* the plugins' outbound HTTP, per worker */
 } host;
+
+/*
+ * s as valid UTF-8: a copy, with invalid bytes replaced, for text that is
+ * only shown (a delivery error).  The caller frees with g_free.
+ */
+static char *loader_utf8_valid(const char *s)
+{
+    return g_utf8_validate(s, -1, NULL) ? g_strdup(s) : g_utf8_make_valid(s, -1);
+}
 
 /* A plugin built for ABI minor `minor` or later: it knows that minor's structs. */
 static int loader_abi_minor_ge(const sb_plugin_ctx_t *p, int minor)
@@ -373,9 +383,12 @@ static void host_send_report(sb_plugin_ctx_t *p, void *send_data, const char *pl
     loader_send_t *ls = send_data;
     if (ls == NULL)
         return;
-    if (platform_id) {
+    /* An id is a key: one that is not UTF-8 cannot be stored, and is not repaired. */
+    if (platform_id && strlen(platform_id) <= 500 && g_utf8_validate(platform_id, -1, NULL)) {
         free(ls->platform_id);
-        ls->platform_id = sb_xstrndup(platform_id, strnlen(platform_id, 500));
+        ls->platform_id = sb_xstrdup(platform_id);
+    } else if (platform_id) {
+        sb_log(SB_LOG_WARNING, &p->log, "a platform's message id is not UTF-8 or too long");
     }
     ls->retry_after_s = retry_after_s > 0 ? retry_after_s : 0;
 }
@@ -414,14 +427,19 @@ static int host_message_status(sb_plugin_ctx_t *p, const sb_channel_t *ch, const
     if (host.db == NULL)
         return SB_EUNAVAILABLE;
     snprintf(id, sizeof(id), "%lld", (long long)ch->id);
+    if (!g_utf8_validate(platform_id, -1, NULL))
+        return SB_EINVAL;
+    char *why = detail ? loader_utf8_valid(detail) : NULL; /* only shown: repaired */
     const char *p1[1] = {ch->tenant};
-    const char *p2[4] = {id, platform_id, status, detail};
+    const char *p2[4] = {id, platform_id, status, why};
     sb_db_stmt_t s[2] = {{sql_tenant, 1, p1}, {sql_status, 4, p2}};
     host_status_t *st = sb_xmalloc(sizeof(*st));
     st->ctx = p;
     st->cb = done;
     st->data = data;
-    if (sb_db_query(host.db, s, 2, host_status_done, st) != 0) {
+    int rc = sb_db_query(host.db, s, 2, host_status_done, st); /* copies the parameters */
+    g_free(why);
+    if (rc != 0) {
         free(st);
         return SB_EUNAVAILABLE;
     }
@@ -922,7 +940,10 @@ static void loader_sent(sb_plugin_ctx_t *p, int result, const char *detail, void
 {
     loader_send_t *ls = data;
     sb_send_report_t rep = {ls->platform_id, ls->retry_after_s};
-    ls->done(result, detail, &rep, ls->data);
+    /* Stored as the delivery error: not UTF-8, the result would never commit. */
+    char *valid = detail ? loader_utf8_valid(detail) : NULL;
+    ls->done(result, valid, &rep, ls->data);
+    g_free(valid);
     loader_send_free(ls);
 }
 

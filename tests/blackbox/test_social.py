@@ -111,7 +111,8 @@ def rows(db, sql):
 
 class FakeApi:
     """Records every request; answers POSTs from a script of (status,
-    headers, body) tuples, then with the default, and GETs from files
+    headers, body) tuples (body a JSON document, or bytes sent as they
+    are), then with the default, and GETs from files
     (path with query -> (status, content type, bytes))."""
 
     def __init__(self, default=(200, {}, {"ok": True})):
@@ -128,7 +129,7 @@ class FakeApi:
                 with api.lock:
                     api.requests.append((time.monotonic(), self.path, dict(self.headers), body))
                     status, headers, doc = api.script.pop(0) if api.script else api.default
-                data = json.dumps(doc).encode()
+                data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -405,6 +406,37 @@ def test_messages_with_unstorable_parts_are_stored(env):
     assert post(e.srv, wa, body, signed(e.srv, wa, body))[0] == 200
     assert rows(e.db, f"SELECT body_text FROM messages WHERE channel_id = {wa['id']}") \
         == [["(an empty message)"]]
+
+
+def test_texts_cut_on_character_boundaries(env, fake):
+    """Where a plugin shortens what a platform sent (a Telegram name, an
+    edited text, the platform's answer kept as the delivery error), it cuts
+    between characters: a cut inside one was invalid UTF-8, which the
+    database refuses (a webhook retried forever, a reply re-sent forever)."""
+    e = env
+    tg = new_channel(e, "telegram")
+    upd = json.loads(corpus("telegram-update-message-text.json"))
+    upd["message"]["from"]["first_name"] = "a" * 198 + "é"    # 200 bytes: one too many
+    upd["message"]["from"]["id"] = 7770001                    # a new customer
+    body = json.dumps(upd).encode()
+    assert post(e.srv, tg, body, signed(e.srv, tg, body))[0] == 200
+    assert psql(e.db, f"SELECT c.name FROM customers c JOIN messages m ON m.tenant_id = c.tenant_id"
+                      f" AND m.author_customer_id = c.id WHERE m.channel_id = {tg['id']}"
+                      ).strip() == "a" * 198
+    upd = json.loads(corpus("telegram-update-edited-message-reply.json"))
+    upd["edited_message"]["text"] = "b" * 3999 + "é"
+    body = json.dumps(upd).encode()
+    assert post(e.srv, tg, body, signed(e.srv, tg, body))[0] == 200
+    assert rows(e.db, f"SELECT body_text FROM messages WHERE channel_id = {tg['id']}"
+                      f" AND body_text LIKE '(edited)%'") == [["(edited) " + "b" * 3999]]
+
+    ch = wa_channel(e, fake, "/wa-utf8")
+    body = wa_inbound("wamid.in-utf8")
+    assert post(e.srv, ch, body, signed(e.srv, ch, body))[0] == 200
+    fake.script.append((400, {}, ('{"error":{"message":"' + "é" * 200 + '"}}').encode()))
+    msg = reply(e, ticket_of(e, ch), "Will not arrive")
+    wait_until(lambda: delivery(e, msg["id"])[0] == "failed", 20, message="failed")
+    assert delivery(e, msg["id"])[2].startswith('the platform answered 400: {"error":{"message":"é')
 
 
 def test_concurrent_redeliveries_store_one_message(env):
