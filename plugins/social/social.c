@@ -418,11 +418,50 @@ typedef struct {
     void *send_data;
 } social_send_t;
 
+/* Retry-After seconds as the host takes them: positive, at most a day, as int. */
+static int social_retry_seconds(long s)
+{
+    return s <= 0 ? 0 : s > 86400 ? 86400 : (int)s;
+}
+
+/* Whether a Graph API error (4xx) says to try again: rate limits and transient errors. */
+static int social_meta_transient(json_t *error)
+{
+    static const json_int_t codes[] = {2, 4, 17, 32, 613, 80007, 130429, 131056};
+    json_int_t code = json_integer_value(json_object_get(error, "code"));
+
+    if (json_is_true(json_object_get(error, "is_transient")))
+        return 1;
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (json_is_integer(json_object_get(error, "code")) && code == codes[i])
+            return 1;
+    return 0;
+}
+
+int sb_social_send_result(long status, const char *body, size_t len, long retry_after, int *retry_s)
+{
+    *retry_s = 0;
+    if (status >= 200 && status < 300)
+        return SB_SENT;
+    json_t *doc = body ? json_loadb(body, len, 0, NULL) : NULL;
+    int retry = status == 429 || status >= 500 ||
+                (status >= 400 && social_meta_transient(json_object_get(doc, "error")));
+    if (retry) {
+        /* Telegram says how long in its body (parameters.retry_after), not a header. */
+        json_t *tg = json_object_get(json_object_get(doc, "parameters"), "retry_after");
+        *retry_s = social_retry_seconds(retry_after > 0       ? retry_after
+                                        : json_is_integer(tg) ? (long)json_integer_value(tg)
+                                                              : 0);
+    }
+    json_decref(doc);
+    return retry ? SB_RETRY : SB_FAILED;
+}
+
 static void social_sent(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, void *data)
 {
     social_send_t *s = data;
     char detail[256], id[256];
-    int result;
+    int result, retry_s = 0;
 
     if (rc != 0) {
         snprintf(detail, sizeof(detail), "could not reach the platform: %s",
@@ -437,14 +476,13 @@ static void social_sent(sb_plugin_ctx_t *p, int rc, const sb_fetch_res_t *res, v
         free(s);
         return;
     } else {
-        /* 429 and 5xx pass; any other refusal would be refused again. */
-        result = res->status == 429 || res->status >= 500 ? SB_RETRY : SB_FAILED;
+        result =
+            sb_social_send_result(res->status, res->body, res->len, res->retry_after, &retry_s);
         sb_social_printf(detail, sizeof(detail), "the platform answered %ld: %s", res->status,
                          res->body ? res->body : "");
     }
     if (result == SB_RETRY)
-        s->api->send_report(p, s->send_data, NULL,
-                            (int)(res->retry_after > 0 ? res->retry_after : 0));
+        s->api->send_report(p, s->send_data, NULL, retry_s);
     s->done(p, result, detail, s->send_data);
     free(s);
 }

@@ -150,12 +150,23 @@ const char *sb_social_id_copy(const char *id, char *buf, size_t len);
 typedef const char *(*sb_social_id_fn)(json_t *answer, char *buf, size_t len);
 
 /*
+ * What a platform's answer (status, body of len bytes, Retry-After header
+ * in seconds or -1) means for a send: SB_SENT on 2xx; SB_RETRY on 429, 5xx
+ * and the Graph API's rate limits and transient errors (a 4xx whose
+ * error.code is 2, 4, 17, 32, 613, 80007, 130429 or 131056, or whose
+ * error.is_transient is true), with *retry_s the delay to wait (the
+ * header, else Telegram's parameters.retry_after; at most a day; 0: the
+ * outbox's backoff); SB_FAILED on anything else (refused for good).
+ */
+int sb_social_send_result(long status, const char *body, size_t len, long retry_after,
+                          int *retry_s);
+
+/*
  * POSTs body (content_type) to url with the extra headers (NULL-terminated
- * "Name: value" lines, copied) and ends the send: done(SB_SENT) on 2xx,
- * with the platform's id from id_of reported; SB_RETRY on 429, 5xx or no
- * answer, with Retry-After reported; SB_FAILED on any other status (the
- * platform refused the message for good).  Returns 0 (done will run) or
- * the fetch's error (done never runs).
+ * "Name: value" lines, copied) and ends the send as sb_social_send_result
+ * says (SB_RETRY also when there is no answer), with the platform's id from
+ * id_of reported on SB_SENT and the delay on SB_RETRY.  Returns 0 (done
+ * will run) or the fetch's error (done never runs).
  */
 int sb_social_send(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url,
                    const char *const *headers, const char *content_type, const char *body,

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,6 @@ typedef struct transfer {
     struct curl_slist *headers;
     char *body;
     sb_buf_t response;
-    long retry_after;
     int refused;
     char error[CURL_ERROR_SIZE];
     sb_http_client_cb cb;
@@ -107,23 +107,6 @@ static size_t client_write(char *ptr, size_t size, size_t nmemb, void *userdata)
     return n; /* the rest is read and dropped */
 }
 
-static size_t client_header(char *buf, size_t size, size_t nitems, void *userdata)
-{
-    transfer_t *t = userdata;
-    size_t n = size * nitems;
-    if (n > 12 && strncasecmp(buf, "Retry-After:", 12) == 0) {
-        char tmp[32];
-        size_t len = n - 12 < sizeof(tmp) - 1 ? n - 12 : sizeof(tmp) - 1;
-        memcpy(tmp, buf + 12, len);
-        tmp[len] = '\0';
-        char *end;
-        long v = strtol(tmp, &end, 10);
-        if (end != tmp && v >= 0)
-            t->retry_after = v; /* an HTTP date is treated as absent */
-    }
-    return n;
-}
-
 static void transfer_free(transfer_t *t)
 {
     curl_slist_free_all(t->headers);
@@ -131,6 +114,19 @@ static void transfer_free(transfer_t *t)
     free(t->body);
     sb_buf_free(&t->response);
     free(t);
+}
+
+/*
+ * The response's Retry-After in seconds, or -1: libcurl reads both forms
+ * (seconds, and an HTTP date it turns into seconds from now); 0 and
+ * absent are alike.
+ */
+static long client_retry_after(CURL *easy)
+{
+    curl_off_t s = 0;
+    if (curl_easy_getinfo(easy, CURLINFO_RETRY_AFTER, &s) != CURLE_OK || s <= 0)
+        return -1;
+    return s < LONG_MAX ? (long)s : LONG_MAX;
 }
 
 static void transfer_finish(transfer_t *t, CURLcode result)
@@ -142,7 +138,7 @@ static void transfer_finish(transfer_t *t, CURLcode result)
     sb_buf_append(&t->response, "", 1);
     res.body = t->response.data;
     res.len = t->response.len - 1;
-    res.retry_after = t->retry_after;
+    res.retry_after = client_retry_after(t->easy);
     if (t->c->closing) {
         rc = SB_ECLOSED;
         res.error = "the client closed";
@@ -321,7 +317,6 @@ int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *req,
     t->c = c;
     t->cb = cb;
     t->data = data;
-    t->retry_after = -1;
     sb_buf_init(&t->response);
     t->easy = curl_easy_init();
     for (const char *const *h = req->headers; h && *h; h++)
@@ -343,8 +338,6 @@ int sb_http_client_request(sb_http_client_t *c, const sb_http_client_req_t *req,
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, client_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, client_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, client_opensocket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, t);
     if (req->body || (req->method && strcmp(req->method, "GET") != 0)) {

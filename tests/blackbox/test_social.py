@@ -7,6 +7,7 @@ The payloads are the real ones in ../shared/corpus/social/.
 """
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import http.server
@@ -626,6 +627,35 @@ def test_retry_after_is_honoured(env, fake):
     waited = second[0] - first[0]
     assert 3.8 <= waited <= 8, waited     # the outbox's own backoff would be 2 s
     assert first[3] == second[3]
+
+
+def test_transient_refusals_are_retried_when_the_platform_says(env, fake):
+    """The Graph API's rate limits are 4xx with an error code, and may say
+    when in an HTTP date; Telegram's 429 says how long in its body."""
+    e = env
+    ch = wa_channel(e, fake, "/wa130429")
+    body = wa_inbound("wamid.in-130429")
+    assert post(e.srv, ch, body, signed(e.srv, ch, body))[0] == 200
+    when = email.utils.formatdate(time.time() + 7, usegmt=True)
+    fake.script.append((400, {"Retry-After": when}, {"error": {"code": 130429,
+                                                              "message": "Rate limit hit"}}))
+    fake.script.append((200, {}, {"messages": [{"id": "wamid.after-130429"}]}))
+    msg = reply(e, ticket_of(e, ch), "Sent when allowed")
+    wait_until(lambda: delivery(e, msg["id"])[0] == "sent", 30, message="sent after the retry")
+    first, second = requests_to(fake, "/wa130429")
+    assert 5 <= second[0] - first[0] <= 12, second[0] - first[0]
+
+    tg = new_channel(e, "telegram", settings={"api_base": fake.base + "/tg429"})
+    body = corpus("telegram-update-message-text.json")
+    assert post(e.srv, tg, body, signed(e.srv, tg, body))[0] == 200
+    fake.script.append((429, {}, {"ok": False, "error_code": 429, "description":
+                                  "Too Many Requests: retry after 5",
+                                  "parameters": {"retry_after": 5}}))
+    fake.script.append((200, {}, {"ok": True, "result": {"message_id": 9, "chat": {"id": 456}}}))
+    msg = reply(e, ticket_of(e, tg), "Sent when Telegram allows")
+    wait_until(lambda: delivery(e, msg["id"])[0] == "sent", 30, message="sent after the retry")
+    first, second = requests_to(fake, "/tg429")
+    assert 4.8 <= second[0] - first[0] <= 10, second[0] - first[0]
 
 
 def test_permanent_refusal_is_failed_without_retry(env, fake):

@@ -1,7 +1,8 @@
 /*
  * Unit tests of plugins/social: the sender checks (Meta's signature with
  * the public pywa test vector, Twilio's with a vector computed by Python's
- * hmac), constant-time token comparison and form bodies.  The webhooks
+ * hmac), constant-time token comparison, form bodies, what a platform's
+ * answer means for a send, and cutting text between UTF-8 characters.  The webhooks
  * themselves are tested end to end in tests/blackbox/test_social.py.
  */
 #include <setjmp.h>
@@ -103,13 +104,64 @@ static void test_form(void **state)
     free(enc);
 }
 
+/* sb_social_send_result of a JSON body. */
+static int send_result(long status, const char *body, long retry_after, int *retry_s)
+{
+    return sb_social_send_result(status, body, body ? strlen(body) : 0, retry_after, retry_s);
+}
+
+static void test_send_result(void **state)
+{
+    int s;
+
+    assert_int_equal(send_result(200, "{}", -1, &s), SB_SENT);
+    assert_int_equal(send_result(503, NULL, 7, &s), SB_RETRY);
+    assert_int_equal(s, 7);
+    assert_int_equal(send_result(500, "", -1, &s), SB_RETRY);
+    assert_int_equal(s, 0);
+    /* A Retry-After far away is clamped, not wrapped into a negative int. */
+    assert_int_equal(send_result(429, NULL, 4294967296L + 5, &s), SB_RETRY);
+    assert_int_equal(s, 86400);
+    /* Telegram's 429 says how long in its body. */
+    assert_int_equal(send_result(429,
+                                 "{\"ok\":false,\"error_code\":429,\"description\":\"Too Many "
+                                 "Requests: retry after 35\",\"parameters\":{\"retry_after\":35}}",
+                                 -1, &s),
+                     SB_RETRY);
+    assert_int_equal(s, 35);
+    /* The Graph API's rate limits and transient errors are 4xx. */
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":130429}}", -1, &s), SB_RETRY);
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":131056}}", -1, &s), SB_RETRY);
+    assert_int_equal(send_result(403, "{\"error\":{\"code\":4}}", -1, &s), SB_RETRY);
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":80007}}", -1, &s), SB_RETRY);
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":1,\"is_transient\":true}}", -1, &s),
+                     SB_RETRY);
+    /* Anything else is refused for good. */
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":131026}}", -1, &s), SB_FAILED);
+    assert_int_equal(send_result(400, "{\"error\":{\"code\":\"4\"}}", -1, &s), SB_FAILED);
+    assert_int_equal(send_result(404, "not json", 9, &s), SB_FAILED);
+    assert_int_equal(s, 0);
+}
+
+static void test_printf_cuts_between_characters(void **state)
+{
+    char buf[8];
+
+    assert_string_equal(sb_social_printf(buf, sizeof(buf), "%s", "abcdeé"), "abcdeé");
+    assert_string_equal(sb_social_printf(buf, sizeof(buf), "%s", "abcdefé"), "abcdef");
+    assert_string_equal(sb_social_printf(buf, sizeof(buf), "(%s)", "ab€"), "(ab€)");
+    assert_string_equal(sb_social_printf(buf, sizeof(buf), "(%s)", "abcd€"), "(abcd");
+    assert_string_equal(
+        sb_social_printf(buf, sizeof(buf), "%s", "\xf0\x9f\x98\x80\xf0\x9f\x98\x80"),
+        "\xf0\x9f\x98\x80");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_meta_vector),
-        cmocka_unit_test(test_twilio_vector),
-        cmocka_unit_test(test_token_equal),
-        cmocka_unit_test(test_form),
+        cmocka_unit_test(test_meta_vector), cmocka_unit_test(test_twilio_vector),
+        cmocka_unit_test(test_token_equal), cmocka_unit_test(test_form),
+        cmocka_unit_test(test_send_result), cmocka_unit_test(test_printf_cuts_between_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
