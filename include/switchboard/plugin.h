@@ -343,8 +343,10 @@ typedef struct sb_host_api {
      * Records a status the platform reported for one of our outbound
      * messages: status is "sent", "delivered", "read" or "failed" (detail,
      * may be NULL: why).  A message is found by its instance and
-     * platform_id; an unknown id or a status older than the recorded one
-     * changes nothing and is not an error.  Returns 0 and calls done after
+     * platform_id; a status older than the recorded one changes nothing
+     * and is not an error.  A status for an id not recorded yet (it can
+     * arrive before send's result has committed) is kept for a day and
+     * applied when the id is recorded.  Returns 0 and calls done after
      * commit; or SB_EINVAL / SB_EUNAVAILABLE and never calls done.
      */
     int (*message_status)(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *platform_id,

@@ -415,7 +415,7 @@ static int host_message_status(sb_plugin_ctx_t *p, const sb_channel_t *ch, const
     static const char sql_tenant[] =
         "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
         " WHERE slug = $1), ''), true)";
-    static const char sql_status[] = "SELECT sb_message_status($1::bigint, $2, $3, $4)";
+    static const char sql_status[] = "SELECT sb_message_status($1, $2::bigint, $3, $4, $5)";
     static const char *const known[] = {"sent", "delivered", "read", "failed"};
     char id[24];
     int ok = 0;
@@ -431,8 +431,8 @@ static int host_message_status(sb_plugin_ctx_t *p, const sb_channel_t *ch, const
         return SB_EINVAL;
     char *why = detail ? loader_utf8_valid(detail) : NULL; /* only shown: repaired */
     const char *p1[1] = {ch->tenant};
-    const char *p2[4] = {id, platform_id, status, why};
-    sb_db_stmt_t s[2] = {{sql_tenant, 1, p1}, {sql_status, 4, p2}};
+    const char *p2[5] = {ch->type, id, platform_id, status, why};
+    sb_db_stmt_t s[2] = {{sql_tenant, 1, p1}, {sql_status, 5, p2}};
     host_status_t *st = sb_xmalloc(sizeof(*st));
     st->ctx = p;
     st->cb = done;

@@ -614,6 +614,24 @@ def test_whatsapp_reply_and_statuses(env, fake):
     assert delivery(e, msg["id"])[0] == "read"    # the other instance's message is untouched
 
 
+def test_status_before_the_id_is_recorded_is_applied_later(env, fake):
+    """WhatsApp's "delivered" can beat the commit of the id our send got
+    back: it is kept and applied when the id is recorded, not lost."""
+    e = env
+    ch = wa_channel(e, fake, "/wa-early")
+    body = wa_inbound("wamid.in-early")
+    assert post(e.srv, ch, body, signed(e.srv, ch, body))[0] == 200
+    status = json.loads(corpus("whatsapp-status-read.json"))
+    status["entry"][0]["changes"][0]["value"]["statuses"][0]["id"] = "wamid.early-1"
+    body = json.dumps(status).encode()
+    assert post(e.srv, ch, body, signed(e.srv, ch, body))[0] == 200
+    fake.script.append((200, {}, {"messages": [{"id": "wamid.early-1"}]}))
+    msg = reply(e, ticket_of(e, ch), "Read before we knew")
+    wait_until(lambda: delivery(e, msg["id"])[0] == "read", 20, message="read")
+    assert psql(e.db, "SELECT count(*) FROM message_status_early"
+                      " WHERE external_id = 'wamid.early-1'").strip() == "0"
+
+
 def test_retry_after_is_honoured(env, fake):
     e = env
     ch = wa_channel(e, fake, "/wa429")
