@@ -60,7 +60,8 @@ static void sms_message(sb_social_batch_t *b, const sb_channel_t *ch, const sb_s
     int whatsapp = strncmp(from, "whatsapp:", 9) == 0;
     long nmedia = strtol(
         sb_social_form_get(f, "NumMedia") ? sb_social_form_get(f, "NumMedia") : "0", NULL, 10);
-    for (long i = 0; i < nmedia && n < SMS_MAX_MEDIA; i++) {
+    /* NumMedia is the sender's word: the loop is bounded by what we keep. */
+    for (long i = 0; i < nmedia && i < SMS_MAX_MEDIA; i++) {
         snprintf(key, sizeof(key), "MediaUrl%ld", i);
         const char *url = sb_social_form_get(f, key);
         snprintf(key, sizeof(key), "MediaContentType%ld", i);

@@ -440,6 +440,19 @@ def test_texts_cut_on_character_boundaries(env, fake):
     assert delivery(e, msg["id"])[2].startswith('the platform answered 400: {"error":{"message":"é')
 
 
+def test_sms_media_count_is_bounded_by_what_is_kept(env):
+    """NumMedia is the sender's word: a huge one with no media costs at
+    most ten lookups, not a worker spinning for ever."""
+    e = env
+    sms = new_channel(e, "sms", settings={"from_number": "+12028831111"})
+    body = corpus("twilio-inbound-sms.txt").replace(b"NumMedia=0",
+                                                    b"NumMedia=9223372036854775807")
+    assert b"NumMedia=9223372036854775807" in body
+    status, _, _ = e.srv.request("POST", sms["endpoints"]["webhook"], body=body,
+                                 headers=signed(e.srv, sms, body), timeout=10)
+    assert status == 200 and stored(e.db, sms)[:2] == (1, 0)
+
+
 def test_concurrent_redeliveries_store_one_message(env):
     """Platforms retry fast: the same notification arriving eight times at
     once is acknowledged eight times and stored once."""
