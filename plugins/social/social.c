@@ -500,6 +500,8 @@ int sb_social_send(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url
     for (size_t i = 0; headers && headers[i] && n < sizeof(lines) / sizeof(lines[0]) - 1; i++)
         lines[n++] = headers[i];
     lines[n] = NULL;
+    if (body == NULL)
+        return SB_EINVAL;
     social_send_t *s = calloc(1, sizeof(*s));
     if (s == NULL)
         abort();
@@ -518,11 +520,14 @@ int sb_social_send_json(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char
                         const char *token, json_t *doc, sb_social_id_fn id_of, sb_send_cb done,
                         void *send_data)
 {
-    char *text = json_dumps(doc, JSON_COMPACT);
-    char *auth = token ? g_strdup_printf("Authorization: Bearer %s", token) : NULL;
-    const char *headers[] = {auth, NULL};
+    /* NULL doc (json_pack refused a string that is not UTF-8) or no memory. */
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 
     json_decref(doc);
+    if (text == NULL)
+        return SB_EINVAL;
+    char *auth = token ? g_strdup_printf("Authorization: Bearer %s", token) : NULL;
+    const char *headers[] = {auth, NULL};
     int rc = sb_social_send(api, p, url, headers, "application/json", text, id_of, done, send_data);
     g_free(auth);
     free(text);

@@ -174,7 +174,9 @@ int sb_social_send(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url
 
 /*
  * sb_social_send of a JSON document (taken: freed here) with
- * "Authorization: Bearer <token>" when token is not NULL.
+ * "Authorization: Bearer <token>" when token is not NULL.  SB_EINVAL (done
+ * never runs) when doc is NULL, as json_pack returns for a string that is
+ * not UTF-8, or cannot be encoded.
  */
 int sb_social_send_json(const sb_host_api_t *api, sb_plugin_ctx_t *p, const char *url,
                         const char *token, json_t *doc, sb_social_id_fn id_of, sb_send_cb done,

@@ -156,12 +156,27 @@ static void test_printf_cuts_between_characters(void **state)
         "\xf0\x9f\x98\x80");
 }
 
+static void test_send_json_without_a_document(void **state)
+{
+    /* Refused before anything is sent: the host table is never touched. */
+    assert_int_equal(
+        sb_social_send_json(NULL, NULL, "https://example.invalid/", "t", NULL, NULL, NULL, NULL),
+        SB_EINVAL);
+    assert_int_equal(sb_social_send_json(NULL, NULL, "https://example.invalid/", NULL,
+                                         json_pack("{s:s}", "text", "\xff"), NULL, NULL, NULL),
+                     SB_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_meta_vector), cmocka_unit_test(test_twilio_vector),
-        cmocka_unit_test(test_token_equal), cmocka_unit_test(test_form),
-        cmocka_unit_test(test_send_result), cmocka_unit_test(test_printf_cuts_between_characters),
+        cmocka_unit_test(test_meta_vector),
+        cmocka_unit_test(test_twilio_vector),
+        cmocka_unit_test(test_token_equal),
+        cmocka_unit_test(test_form),
+        cmocka_unit_test(test_send_result),
+        cmocka_unit_test(test_printf_cuts_between_characters),
+        cmocka_unit_test(test_send_json_without_a_document),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
