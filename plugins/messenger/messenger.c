@@ -109,9 +109,22 @@ static int ms_webhook(sb_plugin_ctx_t *p, const sb_channel_t *ch, sb_http_req_t 
         return 0;
     const char *object = json_string_value(json_object_get(doc, "object"));
     const char *kind = object && strcmp(object, "instagram") == 0 ? "instagram" : "messenger";
+    /* An app's Pages share one webhook: take only this channel's account's entries. */
+    char own[SB_SOCIAL_ID_LEN];
+    const char *account = sb_social_setting(
+        ch, strcmp(kind, "instagram") == 0 ? "instagram_id" : "page_id", own, sizeof(own));
+    if (account == NULL)
+        api->log(p, SB_LOG_WARNING,
+                 "Messenger channel %lld has no settings.%s: its %s events "
+                 "are ignored",
+                 (long long)ch->id, strcmp(kind, "instagram") == 0 ? "instagram_id" : "page_id",
+                 kind);
     sb_social_batch_t *b = sb_social_batch_new(api, p, req, "text/plain", "EVENT_RECEIVED\n");
     json_t *entries = json_object_get(doc, "entry");
     for (size_t i = 0; i < json_array_size(entries); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(entries, i), "id"));
+        if (account == NULL || id == NULL || strcmp(id, account) != 0)
+            continue;
         json_t *events = json_object_get(json_array_get(entries, i), "messaging");
         for (size_t k = 0; k < json_array_size(events); k++)
             ms_event(b, ch, json_array_get(events, k), kind);
@@ -130,7 +143,7 @@ static const char *ms_sent_id(json_t *answer, char *buf, size_t len)
 
 static int ms_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, void *data)
 {
-    char base[256], page[64], url[512];
+    char base[256], page[SB_SOCIAL_ID_LEN], url[512];
     const sb_channel_t *ch = m->instance;
     const char *token = ch ? api->channel_secret(p, ch, "page_access_token") : NULL;
     const char *colon = m->thread_key ? strchr(m->thread_key, ':') : NULL;
@@ -164,8 +177,13 @@ static int ms_fetch_file(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char 
 static int ms_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t field_len,
                        char *message, size_t message_len)
 {
-    static const char *const keys[] = {"page_id", "api_base", NULL};
-    return sb_social_validate(json, keys, field, field_len, message, message_len);
+    static const char *const keys[] = {"page_id", "instagram_id", "api_base", NULL};
+    int rc = sb_social_validate(json, keys, field, field_len, message, message_len);
+    if (rc == 0)
+        rc = sb_social_validate_id(json, "page_id", 1, field, field_len, message, message_len);
+    return rc ? rc
+              : sb_social_validate_id(json, "instagram_id", 0, field, field_len, message,
+                                      message_len);
 }
 
 static int ms_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)

@@ -364,6 +364,27 @@ int sb_social_validate(const char *json, const char *const *keys, char *field, s
     return rc;
 }
 
+int sb_social_validate_id(const char *json, const char *key, int required, char *field,
+                          size_t field_len, char *message, size_t message_len)
+{
+    json_t *s = json_loads(json, 0, NULL);
+    const char *v = json_string_value(json_object_get(s, key));
+    int rc = 0;
+
+    snprintf(field, field_len, "settings.%s", key);
+    if (v == NULL && required) {
+        snprintf(message, message_len, "is required: only its events are taken");
+        rc = SB_EINVAL;
+    } else if (v && (v[0] == '\0' || strlen(v) >= SB_SOCIAL_ID_LEN ||
+                     strspn(v, "0123456789") != strlen(v))) {
+        snprintf(message, message_len, "must be the platform's numeric id (at most %d digits)",
+                 SB_SOCIAL_ID_LEN - 1);
+        rc = SB_EINVAL;
+    }
+    json_decref(s);
+    return rc;
+}
+
 const char *sb_social_setting(const sb_channel_t *ch, const char *key, char *buf, size_t len)
 {
     json_t *s = json_loads(ch->settings ? ch->settings : "{}", 0, NULL);

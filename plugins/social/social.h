@@ -124,6 +124,17 @@ int sb_social_init(const sb_host_api_t **api, sb_plugin_ctx_t *p, const sb_host_
 int sb_social_validate(const char *json, const char *const *keys, char *field, size_t field_len,
                        char *message, size_t message_len);
 
+/* Room for an account id setting (a Meta phone number, Page or Instagram id) and its NUL. */
+#define SB_SOCIAL_ID_LEN 64
+
+/*
+ * Checks the account id setting key of a channel's settings (json): digits
+ * only, shorter than SB_SOCIAL_ID_LEN, and present when required.  As
+ * validate_settings in switchboard/plugin.h.
+ */
+int sb_social_validate_id(const char *json, const char *key, int required, char *field,
+                          size_t field_len, char *message, size_t message_len);
+
 /* The string setting key of ch copied into buf (NULL when absent). */
 const char *sb_social_setting(const sb_channel_t *ch, const char *key, char *buf, size_t len);
 

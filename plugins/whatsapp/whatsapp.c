@@ -136,7 +136,7 @@ static void wa_change(sb_social_batch_t *b, const sb_channel_t *ch, json_t *valu
     size_t i;
 
     /* An app's numbers may share one webhook: take only this channel's. */
-    if (phone_number_id && number && strcmp(phone_number_id, number) != 0)
+    if (phone_number_id == NULL || number == NULL || strcmp(phone_number_id, number) != 0)
         return;
     for (i = 0; i < json_array_size(json_object_get(value, "messages")); i++)
         wa_message(b, ch, json_array_get(json_object_get(value, "messages"), i), contacts);
@@ -146,7 +146,7 @@ static void wa_change(sb_social_batch_t *b, const sb_channel_t *ch, json_t *valu
 
 static int wa_webhook(sb_plugin_ctx_t *p, const sb_channel_t *ch, sb_http_req_t *req)
 {
-    char number[64];
+    char number[SB_SOCIAL_ID_LEN];
 
     if (strcmp(api->req_method(req), "GET") == 0) {
         sb_social_meta_challenge(api, p, ch, req);
@@ -156,6 +156,11 @@ static int wa_webhook(sb_plugin_ctx_t *p, const sb_channel_t *ch, sb_http_req_t 
     if (doc == NULL)
         return 0;
     const char *phone_number_id = sb_social_setting(ch, "phone_number_id", number, sizeof(number));
+    if (phone_number_id == NULL)
+        api->log(p, SB_LOG_WARNING,
+                 "WhatsApp channel %lld has no settings.phone_number_id: "
+                 "its notifications are ignored",
+                 (long long)ch->id);
     sb_social_batch_t *b = sb_social_batch_new(api, p, req, "text/plain", "ok\n");
     json_t *entries = json_object_get(doc, "entry");
     for (size_t i = 0; i < json_array_size(entries); i++) {
@@ -178,7 +183,7 @@ static const char *wa_sent_id(json_t *answer, char *buf, size_t len)
 
 static int wa_send(sb_plugin_ctx_t *p, const sb_outbound_t *m, sb_send_cb done, void *data)
 {
-    char base[256], number[64], url[512];
+    char base[256], number[SB_SOCIAL_ID_LEN], url[512];
     const sb_channel_t *ch = m->instance;
 
     if (ch == NULL || m->thread_key == NULL) {
@@ -231,7 +236,10 @@ static int wa_validate(sb_plugin_ctx_t *p, const char *json, char *field, size_t
                        char *message, size_t message_len)
 {
     static const char *const keys[] = {"phone_number_id", "api_base", NULL};
-    return sb_social_validate(json, keys, field, field_len, message, message_len);
+    int rc = sb_social_validate(json, keys, field, field_len, message, message_len);
+    return rc ? rc
+              : sb_social_validate_id(json, "phone_number_id", 1, field, field_len, message,
+                                      message_len);
 }
 
 static int wa_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)

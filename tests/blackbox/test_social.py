@@ -196,9 +196,17 @@ def env(module_database, module_start_server):
     return e
 
 
+# The account ids a channel's events must name (WhatsApp's number, the Page
+# and its Instagram account), as in most of the corpus.
+ACCOUNTS = {"whatsapp": {"phone_number_id": "1122334455667"},
+            "messenger": {"page_id": "111111", "instagram_id": "1234567890"}}
+
+
 def new_channel(e, type_, settings=None, secrets=None):
     body = {"type": type_, "name": f"{type_} {rand_suffix(6)}",
-            "settings": settings or {}, "secrets": secrets or SECRETS[type_]}
+            "settings": {k: v for k, v in dict(ACCOUNTS.get(type_, {}), **(settings or {})).items()
+                         if v is not None},     # None: leave a default out
+            "secrets": secrets or SECRETS[type_]}
     ch = expect(e.adm.post(f"tenants/{T}/channels", body), 201)
     assert ch["endpoints"]["webhook"] == f"/hooks/{T}/{ch['id']}"
     assert "secret" not in json.dumps(ch["settings"]) and set(ch["secrets"]) == set(body["secrets"])
@@ -281,11 +289,21 @@ def tamper(body):
     return body[:i] + bytes([body[i] ^ 0x01]) + body[i + 1:]
 
 
+def corpus_account(name, body):
+    """The account id settings that a Meta corpus payload names."""
+    if not name.startswith(("whatsapp", "messenger", "instagram")):
+        return None
+    entry = json.loads(body)["entry"][0]
+    if name.startswith("whatsapp"):
+        return {"phone_number_id": entry["changes"][0]["value"]["metadata"]["phone_number_id"]}
+    return {"page_id" if name.startswith("messenger") else "instagram_id": entry["id"]}
+
+
 @pytest.mark.parametrize("name", corpus_files())
 def test_corpus_payload_verified_stored_once(env, name):
     e = env
-    ch = new_channel(e, type_of(name))
     body = corpus(name)
+    ch = new_channel(e, type_of(name), settings=corpus_account(name, body))
     before = stored(e.db, ch)
 
     # Refused first: one byte changed (for Telegram, whose token does not
@@ -339,8 +357,8 @@ def test_meta_signature_vector(env):
     vector = json.loads(corpus("meta-signature-vector.json"))
     body = corpus(vector["body_file"])
     assert len(body) == vector["body_length_bytes"]
-    ch = new_channel(env, "whatsapp", secrets=dict(SECRETS["whatsapp"],
-                                                   app_secret=vector["app_secret"]))
+    ch = new_channel(env, "whatsapp", settings=corpus_account("whatsapp", body),
+                     secrets=dict(SECRETS["whatsapp"], app_secret=vector["app_secret"]))
     headers = {vector["header_name"]: vector["header_value"], "Content-Type": "application/json"}
     assert post(env.srv, ch, body, headers)[0] == 200
     got = rows(env.db, f"SELECT body_text, external_id FROM messages WHERE channel_id = {ch['id']}")
@@ -359,6 +377,7 @@ def test_bad_requests(env):
     # Unknown fields are ignored.
     body = json.dumps({"object": "whatsapp_business_account", "future": {"x": 1},
                        "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+                           "metadata": {"phone_number_id": "1122334455667"},
                            "messages": [{"from": "31600000001", "id": "wamid.unknown-fields",
                                          "type": "text", "text": {"body": "hi"}, "new": 1}]}}]}]}
                       ).encode()
@@ -451,6 +470,31 @@ def test_sms_media_count_is_bounded_by_what_is_kept(env):
     status, _, _ = e.srv.request("POST", sms["endpoints"]["webhook"], body=body,
                                  headers=signed(e.srv, sms, body), timeout=10)
     assert status == 200 and stored(e.db, sms)[:2] == (1, 0)
+
+
+def test_events_of_other_accounts_of_the_app_are_ignored(env):
+    """One Meta app's numbers and Pages share a webhook: a channel takes
+    only the entries of its own account, which its settings must name."""
+    e = env
+    for type_, key in (("whatsapp", "phone_number_id"), ("messenger", "page_id")):
+        r = e.adm.post(f"tenants/{T}/channels", {"type": type_, "name": "no id", "settings": {},
+                                                 "secrets": SECRETS[type_]})
+        expect(r, 422, field=f"settings.{key}")
+        r = e.adm.post(f"tenants/{T}/channels", {"type": type_, "name": "long id",
+                                                 "settings": {key: "1" * 64},
+                                                 "secrets": SECRETS[type_]})
+        expect(r, 422, field=f"settings.{key}")
+    wa = new_channel(e, "whatsapp", settings={"phone_number_id": "999000"})
+    body = wa_inbound("wamid.other-number")              # names 1122334455667
+    assert post(e.srv, wa, body, signed(e.srv, wa, body))[0] == 200
+    ms = new_channel(e, "messenger", settings={"page_id": "999000", "instagram_id": "999001"})
+    for name in ("messenger-message-text.json", "instagram-message-text.json"):
+        body = corpus(name)
+        assert post(e.srv, ms, body, signed(e.srv, ms, body))[0] == 200
+    ig = new_channel(e, "messenger", settings={"page_id": "1234567890", "instagram_id": None})
+    body = corpus("instagram-message-text.json")          # no instagram_id: not its account
+    assert post(e.srv, ig, body, signed(e.srv, ig, body))[0] == 200
+    assert [stored(e.db, c)[0] for c in (wa, ms, ig)] == [0, 0, 0]
 
 
 def test_concurrent_redeliveries_store_one_message(env):
