@@ -353,7 +353,8 @@ typedef struct sb_host_api {
                           const char *status, const char *detail, sb_status_cb done, void *data);
     /*
      * The URL the platform called to reach req: the server's public_url
-     * followed by the request's path (no query).  What Twilio signs.
+     * followed by the request's path and query string (as received).
+     * What Twilio signs.
      * Borrowed until the response; NULL when public_url is not set.
      */
     const char *(*req_public_url)(sb_plugin_ctx_t *p, sb_http_req_t *req);

@@ -4,8 +4,8 @@
  * webhook /hooks/{tenant}/{id} takes Twilio's form-encoded messages and
  * status callbacks, verified by X-Twilio-Signature (HMAC-SHA1 over the
  * public URL and the sorted parameters, keyed with auth_token; the URL is
- * the server's public_url plus the path, so public_url must be what
- * Twilio calls).  Replies go to the Messages resource.  Media stay on the
+ * the server's public_url plus the path and query, so public_url must
+ * be what Twilio calls).  Replies go to the Messages resource.  Media stay on the
  * provider (their URLs are recorded) until an agent downloads one.
  */
 #include "social.h"

@@ -140,6 +140,8 @@ const char *sb_http_req_header(const sb_http_req_t *req, const char *name);
 const char *sb_http_req_param(const sb_http_req_t *req, const char *name);
 /* A query-string parameter, percent-decoded; NULL when absent.  Borrowed. */
 const char *sb_http_req_query(sb_http_req_t *req, const char *name);
+/* The query string as received (after '?', not decoded); NULL when absent.  Borrowed. */
+const char *sb_http_req_raw_query(const sb_http_req_t *req);
 /*
  * The name of the i-th query-string parameter (from 0), percent-decoded, or
  * NULL past the last one: for handlers that refuse parameters they do not

@@ -511,6 +511,10 @@ const char *sb_http_req_path(const sb_http_req_t *req)
 {
     return req->path;
 }
+const char *sb_http_req_raw_query(const sb_http_req_t *req)
+{
+    return req->query;
+}
 int sb_http_req_responded(const sb_http_req_t *req)
 {
     return req->responded;

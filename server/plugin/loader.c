@@ -454,7 +454,10 @@ static const char *host_req_public_url(sb_plugin_ctx_t *p, sb_http_req_t *req)
     size_t n = strlen(base);
     while (n > 0 && base[n - 1] == '/')
         n--;
-    char *url = sb_xasprintf("%.*s%s", (int)n, base, sb_http_req_path(req));
+    /* Twilio signs the whole URL it called, query string included. */
+    const char *query = sb_http_req_raw_query(req);
+    char *url = sb_xasprintf("%.*s%s%s%s", (int)n, base, sb_http_req_path(req), query ? "?" : "",
+                             query ? query : "");
     char *copy = sb_pool_strdup(sb_http_req_pool(req), url);
     free(url);
     return copy;

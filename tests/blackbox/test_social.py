@@ -73,8 +73,8 @@ def type_of(name):
     return "sms"
 
 
-def signed(srv, ch, body, secrets=None, public_url=None):
-    """Headers a platform would send for body to channel ch."""
+def signed(srv, ch, body, secrets=None, public_url=None, query=""):
+    """Headers a platform would send for body to channel ch (at its webhook + query)."""
     s = secrets or SECRETS[ch["type"]]
     if ch["type"] == "telegram":
         return {"X-Telegram-Bot-Api-Secret-Token": s["secret_token"],
@@ -82,7 +82,7 @@ def signed(srv, ch, body, secrets=None, public_url=None):
     if ch["type"] in ("whatsapp", "messenger"):
         return {"X-Hub-Signature-256": meta_signature(s["app_secret"], body),
                 "Content-Type": "application/json"}
-    url = (public_url or srv.url("")).rstrip("/") + ch["endpoints"]["webhook"]
+    url = (public_url or srv.url("")).rstrip("/") + ch["endpoints"]["webhook"] + query
     return {"X-Twilio-Signature": twilio_signature(s["auth_token"], url, body),
             "Content-Type": "application/x-www-form-urlencoded"}
 
@@ -495,6 +495,20 @@ def test_events_of_other_accounts_of_the_app_are_ignored(env):
     body = corpus("instagram-message-text.json")          # no instagram_id: not its account
     assert post(e.srv, ig, body, signed(e.srv, ig, body))[0] == 200
     assert [stored(e.db, c)[0] for c in (wa, ms, ig)] == [0, 0, 0]
+
+
+def test_twilio_signature_covers_the_query_string(env):
+    """Twilio signs the whole URL it called, query string included."""
+    e = env
+    sms = new_channel(e, "sms", settings={"from_number": "+12028831111"})
+    body = corpus("twilio-inbound-sms.txt")
+    query = "?source=twilio&x=%2F1"
+    path = sms["endpoints"]["webhook"] + query
+    status, _, _ = e.srv.request("POST", path, body=body,
+                                 headers=signed(e.srv, sms, body, query=query))
+    assert status == 200 and stored(e.db, sms)[0] == 1
+    status, _, _ = e.srv.request("POST", path, body=body, headers=signed(e.srv, sms, body))
+    assert status == 401      # signed without the query: not the URL that was called
 
 
 def test_concurrent_redeliveries_store_one_message(env):
