@@ -1,8 +1,9 @@
 /*
  * instances.c - the per-worker cache of tenants' channel instances (the
  * channels table), for the webhooks and sends that name one.  A webhook
- * burst looks its channel up once every few seconds, not per request; a
- * change anywhere empties the cache (NOTIFY), and entries expire anyway.
+ * burst looks its channel up once every few seconds, not per request, and
+ * so does a stream of requests for an id that does not exist; a change
+ * anywhere empties the cache (NOTIFY), and entries expire anyway.
  * Secrets stay sealed until a plugin asks for one.  Not for the channels
  * API (api/channels.c), which reads and writes the table itself.
  */
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #define INSTANCE_TTL_MS 5000
+#define INSTANCE_MISSES_MAX 10000 /* unknown ids remembered; more empty the table */
 
 struct sb_instance {
     sb_channel_t pub;
@@ -42,6 +44,12 @@ typedef struct {
 } instance_load_t;
 
 static GHashTable *instances;
+/*
+ * "tenant/id" of instances that do not exist (or are inactive) -> when that
+ * was learnt (ms): anyone can call /hooks/{tenant}/{id}, and an unknown id
+ * should not cost a database round trip each time.
+ */
+static GHashTable *misses;
 
 /* ======================== references ======================== */
 
@@ -80,6 +88,31 @@ void sb_instances_flush(void)
 {
     if (instances)
         g_hash_table_remove_all(instances);
+    if (misses)
+        g_hash_table_remove_all(misses);
+}
+
+/* Remembers that key names no active instance, for as long as a hit is trusted. */
+static void instance_miss_add(const char *key)
+{
+    if (misses == NULL)
+        misses = g_hash_table_new_full(g_str_hash, g_str_equal, free, g_free);
+    if (g_hash_table_size(misses) >= INSTANCE_MISSES_MAX)
+        g_hash_table_remove_all(misses);
+    uint64_t *at = g_new(uint64_t, 1);
+    *at = sb_now_ms();
+    g_hash_table_replace(misses, sb_xstrdup(key), at);
+}
+
+/* Whether key is a miss learnt less than INSTANCE_TTL_MS ago. */
+static int instance_miss_fresh(const char *key)
+{
+    const uint64_t *at = misses ? g_hash_table_lookup(misses, key) : NULL;
+    if (at && sb_now_ms() - *at < INSTANCE_TTL_MS)
+        return 1;
+    if (at)
+        g_hash_table_remove(misses, key);
+    return 0;
 }
 
 const char *sb_instance_secret(sb_instance_t *inst, const char *name)
@@ -148,6 +181,7 @@ static void instance_loaded(int status, PGresult *const *res, int n, void *data)
         g_hash_table_replace(instances, inst->key, inst);
     } else if (status == 0) {
         status = SB_ENOENT;
+        instance_miss_add(ld->key);
     } else if (status == SB_EDB) {
         sb_log(SB_LOG_ERR, NULL, "could not look up channel %s", ld->key);
     }
@@ -177,6 +211,11 @@ int sb_instance_get(sb_db_t *db, const char *tenant, int64_t id, sb_instance_cb 
     }
     if (hit)
         g_hash_table_remove(instances, key);
+    if (instance_miss_fresh(key)) {
+        free(key);
+        cb(SB_ENOENT, NULL, data); /* as a lookup that found nothing */
+        return 0;
+    }
     if (strlen(tenant) >= sizeof(((instance_load_t *)0)->tenant)) {
         free(key);
         return SB_ENOENT; /* longer than any slug */

@@ -22,10 +22,11 @@ typedef void (*sb_instance_cb)(int status, sb_instance_t *inst, void *data);
 
 /*
  * Finds channel id of the tenant with that slug: from the worker's cache
- * (fresh for a few seconds, and emptied when any channel changes), or from
- * the database.  Returns 0 and calls cb once, possibly before returning
- * (cache hit); or SB_ENOENT (a slug no tenant can have) or SB_EUNAVAILABLE,
- * and never calls cb.  Loop thread.
+ * (fresh for a few seconds, and emptied when any channel changes; ids found
+ * missing are remembered as long), or from the database.  Returns 0 and
+ * calls cb once, possibly before returning (cache hit or known miss); or
+ * SB_ENOENT (a slug no tenant can have) or SB_EUNAVAILABLE, and never calls
+ * cb.  Loop thread.
  */
 int sb_instance_get(sb_db_t *db, const char *tenant, int64_t id, sb_instance_cb cb, void *data);
 

@@ -511,6 +511,19 @@ def test_twilio_signature_covers_the_query_string(env):
     assert status == 401      # signed without the query: not the URL that was called
 
 
+def test_unknown_channels_are_remembered_briefly(env):
+    """An id that names no active channel is remembered like a found one
+    (a few seconds, or until a channel changes through the API): a stream
+    of unauthenticated requests for it does not query the database each."""
+    e = env
+    tg = new_channel(e, "telegram")
+    psql(e.db, f"UPDATE channels SET active = false WHERE id = {tg['id']}")   # no NOTIFY
+    assert post(e.srv, tg, b"{}", {})[0] == 404
+    psql(e.db, f"UPDATE channels SET active = true WHERE id = {tg['id']}")
+    assert post(e.srv, tg, b"{}", {})[0] == 404       # still the remembered miss
+    wait_until(lambda: post(e.srv, tg, b"{}", {})[0] == 401, 15, message="found again")
+
+
 def test_concurrent_redeliveries_store_one_message(env):
     """Platforms retry fast: the same notification arriving eight times at
     once is acknowledged eight times and stored once."""
