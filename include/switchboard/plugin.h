@@ -319,10 +319,11 @@ typedef struct sb_host_api {
 
     /*
      * Sends an HTTP request with the worker's client (libcurl on the loop;
-     * never blocks).  Non-public addresses are refused unless the server
-     * sets channels_allow_private.  Returns 0 and calls cb once, after it
-     * returns; or SB_EINVAL (not an http(s) URL, no loop yet) and never
-     * calls cb.  start() or later.
+     * never blocks).  Non-public addresses and plain http:// are refused
+     * unless the server sets channels_allow_private.  Returns 0 and calls
+     * cb once, after it returns; or SB_EINVAL (not an https URL, or http
+     * where it is refused; no loop yet) and never calls cb.  start() or
+     * later.
      */
     int (*fetch)(sb_plugin_ctx_t *p, const sb_fetch_req_t *req, sb_fetch_cb cb, void *data);
     /*

@@ -19,12 +19,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -345,7 +347,11 @@ static void host_fetch_done(int rc, const sb_http_client_res_t *res, void *data)
 
 static int host_fetch(sb_plugin_ctx_t *p, const sb_fetch_req_t *req, sb_fetch_cb cb, void *data)
 {
-    if (host.client == NULL || req == NULL || cb == NULL)
+    if (host.client == NULL || req == NULL || cb == NULL || req->url == NULL)
+        return SB_EINVAL;
+    /* Plain http only where private addresses are allowed (see loader_settings_https). */
+    if (!(host.cfg && host.cfg->channels_allow_private) &&
+        strncasecmp(req->url, "https://", 8) != 0)
         return SB_EINVAL;
     sb_http_client_req_t r = {req->method, req->url, req->headers,
                               req->body,   req->len, req->timeout_ms};
@@ -1015,6 +1021,34 @@ int sb_plugins_senders(char *out, size_t len)
     return n;
 }
 
+/*
+ * A channel's settings may name a plain http:// URL (a platform API's
+ * base) only where private addresses are allowed too (tests, local fakes):
+ * elsewhere the tokens a plugin sends would cross the network in clear.
+ * 0, or SB_EINVAL with the field and message written.
+ */
+static int loader_settings_https(const char *settings_json, char *field, size_t field_len,
+                                 char *message, size_t message_len)
+{
+    json_t *s = json_loads(settings_json, 0, NULL);
+    const char *key;
+    json_t *v;
+    int rc = 0;
+
+    json_object_foreach(s, key, v)
+    {
+        if (json_is_string(v) && strncasecmp(json_string_value(v), "http://", 7) == 0) {
+            snprintf(field, field_len, "settings.%s", key);
+            snprintf(message, message_len,
+                     "must be an https:// URL (http:// only with channels_allow_private)");
+            rc = SB_EINVAL;
+            break;
+        }
+    }
+    json_decref(s);
+    return rc;
+}
+
 int sb_plugins_validate(const char *type, const char *settings_json, char *field, size_t field_len,
                         char *message, size_t message_len)
 {
@@ -1023,13 +1057,14 @@ int sb_plugins_validate(const char *type, const char *settings_json, char *field
         if (strcmp(p->name, type) != 0)
             continue;
         /* A 1.0 descriptor ends before validate_settings. */
-        if (p->desc->size < offsetof(sb_plugin_t, validate_settings) + sizeof(void *) ||
-            p->desc->validate_settings == NULL)
+        if (p->desc->size >= offsetof(sb_plugin_t, validate_settings) + sizeof(void *) &&
+            p->desc->validate_settings &&
+            p->desc->validate_settings(p, settings_json, field, field_len, message, message_len) !=
+                0)
+            return SB_EINVAL;
+        if (host.cfg && host.cfg->channels_allow_private)
             return 0;
-        return p->desc->validate_settings(p, settings_json, field, field_len, message,
-                                          message_len) == 0
-                   ? 0
-                   : SB_EINVAL;
+        return loader_settings_https(settings_json, field, field_len, message, message_len);
     }
     return SB_ENOENT;
 }

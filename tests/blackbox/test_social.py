@@ -948,3 +948,23 @@ def test_database_down_means_503_then_stored_once(pg_cluster_factory, start_serv
                    message="stored after the database came back")
         assert post(srv, ch, body, signed(srv, ch, body))[0] == 200
     assert [stored(cluster.url, ch)[0] for ch in chans] == [2, 1]
+
+
+def test_plain_http_api_base_only_with_private_addresses(database, start_server):
+    """A platform API over plain http (tokens in clear) is for local fakes:
+    refused unless channels_allow_private is on, which this server is not."""
+    assert run_cli(["migrate"], env_extra={"SWITCHBOARD_DATABASE_URL": database}).returncode == 0
+    cli_tenant(database, T, "Social Ltd")
+    cli_agent(database, "adm@soc.example", T, "admin")
+    srv = start_server(database, env={"SWITCHBOARD_PUBLIC_URL": "https://help.example.com"})
+    adm = api_login(srv, "adm@soc.example")
+    for base, want in (("http://graph.example.com", 422), ("HTTP://graph.example.com", 422),
+                       ("https://graph.example.com", 201)):
+        r = adm.post(f"tenants/{T}/channels", {"type": "whatsapp", "name": base,
+                                               "settings": {"phone_number_id": "1",
+                                                            "api_base": base},
+                                               "secrets": SECRETS["whatsapp"]})
+        if want == 422:
+            expect(r, 422, field="settings.api_base")
+        else:
+            expect(r, 201)
