@@ -239,6 +239,16 @@ static void test_listen(void **state)
     assert_int_equal(sb_db_listen_start(f->db, channels, 1, on_notify, on_listen_state, f),
                      SB_EBUSY);
     wait_for(f, &f->listen_up);
+    /*
+     * The listener has its own connection: the pool's may still be on a
+     * retry after a first attempt that failed on a loaded machine, when a
+     * query is refused (SB_EUNAVAILABLE) rather than queued.
+     */
+    for (int i = 0; i < 10000 && !sb_db_available(f->db); i++) {
+        uv_run(&f->loop, UV_RUN_NOWAIT);
+        uv_sleep(1);
+    }
+    assert_true(sb_db_available(f->db));
 
     const char *p[] = {"hello"};
     sb_db_stmt_t s = {"SELECT pg_notify('sb_test_events', $1)", 1, p};
