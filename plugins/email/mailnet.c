@@ -1,0 +1,4 @@
+/* mailnet.c - placeholder until the module lands. */
+#include <switchboard/plugin.h>
+
+#include "mailnet.h"

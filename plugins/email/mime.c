@@ -1,0 +1,4 @@
+/* mime.c - placeholder until the module lands. */
+#include <switchboard/plugin.h>
+
+#include "mime.h"

@@ -1,0 +1,4 @@
+/* smtpd.c - placeholder until the module lands. */
+#include <switchboard/plugin.h>
+
+#include "smtpd.h"
