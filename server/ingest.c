@@ -23,8 +23,12 @@ typedef struct {
     sb_ingest_done_cb done;
     void *data;
     int attempts;
-    const char *params[12]; /* [10]: the channel instance; [11]: the attachments, or NULL */
+    /* [0] the tenant; [1..14] the message ($1..$14); [15] the attachments, or NULL */
+    const char *params[16];
     char channel_id[24];
+    char hint[24];
+    char quote_at[24];
+    char *refs; /* the references as a JSON array, or NULL */
     sb_buf_t store;
     sb_buf_t files; /* the attachments' JSON */
 } ingest_t;
@@ -36,8 +40,17 @@ static const char sql_tenant[] =
 
 /* $1 channel, $2 external id, $3 identity kind, $4 identity value, $5 name,
  * $6 thread key, $7 subject, $8 text, $9 html, $10 channel instance (or
- * NULL).  The statement is a no-op when the tenant was not found
- * (sb_tenant() is NULL). */
+ * NULL), $11 the external ids it answers (a JSON array, or NULL), $12 a
+ * ticket number it names (or NULL), $13 sent by a machine, $14 where its
+ * quoted history starts (characters, or NULL).  The statement is a no-op
+ * when the tenant was not found (sb_tenant() is NULL).
+ *
+ * The ticket: the one holding the first message it answers (followed
+ * through a merge), else the one it names if that is the sender's, else
+ * the open one of its thread; a closed one is joined only by machine mail.
+ * Machine mail never opens a ticket: with none to join it is kept (and
+ * searchable) on a new ticket that is closed from the start, tagged
+ * auto-submitted, which no view of open work shows. */
 static const char sql_ingest[] =
     "WITH dup AS (SELECT m.id, t.number FROM messages m JOIN tickets t"
     "  ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
@@ -46,45 +59,67 @@ static const char sql_ingest[] =
     " ident AS (SELECT customer_id FROM customer_identities"
     "  WHERE tenant_id = sb_tenant() AND kind = $3 AND value = $4),"
     " go AS (SELECT sb_tenant() IS NOT NULL AND NOT EXISTS (SELECT 1 FROM dup) AS ok),"
+    " refs AS (SELECT r.id, r.n FROM json_array_elements_text($11::json) WITH ORDINALITY AS r(id, "
+    "n)"
+    "  WHERE $11::json IS NOT NULL),"
+    " ref_t AS (SELECT coalesce(t.merged_into, t.id) AS id FROM refs"
+    "  JOIN messages m ON m.tenant_id = sb_tenant() AND m.channel = $1"
+    "   AND coalesce(m.channel_id, 0) = coalesce($10::bigint, 0) AND m.external_id = refs.id"
+    "  JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
+    "  ORDER BY refs.n LIMIT 1),"
+    " hint_t AS (SELECT coalesce(t.merged_into, t.id) AS id FROM tickets t"
+    "  WHERE t.tenant_id = sb_tenant() AND $12::bigint IS NOT NULL AND t.number = $12::bigint"
+    "   AND t.customer_id = (SELECT customer_id FROM ident)),"
+    " key_t AS (SELECT t.id FROM tickets t"
+    "  WHERE t.tenant_id = sb_tenant() AND $6::text IS NOT NULL"
+    "   AND t.channel = $1 AND t.thread_key = $6 AND t.status <> 'closed'"
+    "   AND coalesce(t.channel_id, 0) = coalesce($10::bigint, 0)"
+    "   AND t.merged_into IS NULL ORDER BY t.id DESC LIMIT 1),"
+    " open_t AS (SELECT t.id, t.number FROM tickets t"
+    "  WHERE t.tenant_id = sb_tenant() AND (SELECT ok FROM go)"
+    "   AND t.id = coalesce((SELECT id FROM ref_t), (SELECT id FROM hint_t), (SELECT id FROM "
+    "key_t))"
+    "   AND (t.status <> 'closed' OR $13::boolean) AND t.merged_into IS NULL FOR UPDATE),"
     " new_c AS (INSERT INTO customers (tenant_id, name)"
     "  SELECT sb_tenant(), coalesce($5, '') WHERE (SELECT ok FROM go)"
-    "   AND NOT EXISTS (SELECT 1 FROM ident) RETURNING id),"
+    "   AND NOT EXISTS (SELECT 1 FROM ident)"
+    "   AND NOT ($13::boolean AND EXISTS (SELECT 1 FROM open_t)) RETURNING id),"
     " new_i AS (INSERT INTO customer_identities (tenant_id, customer_id, kind, value)"
     "  SELECT sb_tenant(), id, $3, $4 FROM new_c RETURNING customer_id),"
     " cust AS (SELECT coalesce((SELECT customer_id FROM ident),"
     "  (SELECT customer_id FROM new_i)) AS id WHERE (SELECT ok FROM go)),"
-    " open_t AS (SELECT t.id, t.number FROM tickets t"
-    "  WHERE t.tenant_id = sb_tenant() AND (SELECT ok FROM go) AND $6::text IS NOT NULL"
-    "   AND t.channel = $1 AND t.thread_key = $6 AND t.status <> 'closed'"
-    "   AND coalesce(t.channel_id, 0) = coalesce($10::bigint, 0)"
-    "   AND t.merged_into IS NULL ORDER BY t.id DESC LIMIT 1 FOR UPDATE),"
     " num AS (INSERT INTO ticket_counters (tenant_id, last_number)"
     "  SELECT sb_tenant(), 1 WHERE (SELECT ok FROM go) AND NOT EXISTS (SELECT 1 FROM open_t)"
     "  ON CONFLICT (tenant_id) DO UPDATE SET last_number = ticket_counters.last_number + 1"
     "  RETURNING last_number),"
     " new_t AS (INSERT INTO tickets (tenant_id, number, subject, channel, thread_key, customer_id,"
-    "   channel_id)"
+    "   channel_id, status, tags)"
     "  SELECT sb_tenant(), num.last_number,"
     "   coalesce(nullif($7, ''), nullif(left(regexp_replace($8, '\\s+', ' ', 'g'), 80), ''),"
-    "    '(no subject)'), $1, $6, cust.id, $10::bigint"
+    "    '(no subject)'), $1, $6, cust.id, $10::bigint,"
+    "   CASE WHEN $13::boolean THEN 'closed' ELSE 'new' END,"
+    "   CASE WHEN $13::boolean THEN '{auto-submitted}'::text[] ELSE '{}' END"
     "  FROM num, cust RETURNING id, number),"
     " tk AS (SELECT id, number FROM open_t UNION ALL SELECT id, number FROM new_t),"
     " upd AS (UPDATE tickets t SET updated_at = now(), version = t.version + 1,"
-    "   status = CASE WHEN t.status IN ('solved', 'pending')"
+    "   status = CASE WHEN t.status IN ('solved', 'pending') AND NOT $13::boolean"
     "    AND sb_survey_reply_rating(t.id, $8) IS NULL THEN 'open' ELSE t.status END"
     "  FROM open_t WHERE t.tenant_id = sb_tenant() AND t.id = open_t.id),"
     " m AS (INSERT INTO messages (tenant_id, ticket_id, direction, author_customer_id,"
-    "   body_text, body_html, channel, external_id, channel_id)"
-    "  SELECT sb_tenant(), tk.id, 'inbound', cust.id, $8, $9, $1, $2, $10::bigint FROM tk, cust"
+    "   body_text, body_html, channel, external_id, channel_id, auto_submitted, quote_at)"
+    "  SELECT sb_tenant(), tk.id, 'inbound', cust.id, $8, $9, $1, $2, $10::bigint, $13::boolean,"
+    "   $14::integer FROM tk, cust"
     "  RETURNING id, ticket_id),"
     " e AS (INSERT INTO events (tenant_id, ticket_id, actor_kind, actor_id, action, after)"
     "  SELECT sb_tenant(), m.ticket_id, 'customer', cust.id,"
     "   CASE WHEN EXISTS (SELECT 1 FROM new_t) THEN 'ticket.created' ELSE 'message.added' END,"
-    "   jsonb_build_object('message_id', m.id, 'channel', $1, 'direction', 'inbound')"
+    "   jsonb_build_object('message_id', m.id, 'channel', $1, 'direction', 'inbound',"
+    "    'auto_submitted', $13::boolean)"
     "  FROM m, cust),"
     " n AS (SELECT sb_notify_event(CASE WHEN EXISTS (SELECT 1 FROM new_t)"
     "   THEN 'ticket.created' ELSE 'message.created' END, tk.number, m.id,"
-    "   jsonb_build_object('channel', $1::text, 'direction', 'inbound', 'thread_key', $6::text))"
+    "   jsonb_build_object('channel', $1::text, 'direction', 'inbound', 'thread_key', $6::text,"
+    "    'auto_submitted', $13::boolean))"
     "  FROM m, tk)"
     " SELECT sb_tenant() IS NOT NULL,"
     "  coalesce((SELECT number FROM dup), (SELECT number FROM tk)),"
@@ -109,6 +144,7 @@ static void ingest_free(ingest_t *in)
 {
     sb_buf_free(&in->store);
     sb_buf_free(&in->files);
+    free(in->refs);
     free(in);
 }
 
@@ -149,9 +185,9 @@ static void ingest_done(int status, PGresult *const *res, int n, void *data)
 static int ingest_send(ingest_t *in)
 {
     sb_db_stmt_t s[3] = {{sql_tenant, 1, in->params},
-                         {sql_ingest, 10, in->params + 1},
-                         {sql_attachments, 1, in->params + 11}};
-    return sb_db_query(in->db, s, in->params[11] ? 3 : 2, ingest_done, in);
+                         {sql_ingest, 14, in->params + 1},
+                         {sql_attachments, 1, in->params + 15}};
+    return sb_db_query(in->db, s, in->params[15] ? 3 : 2, ingest_done, in);
 }
 
 /*
@@ -269,6 +305,44 @@ static int ingest_required_ok(const char *s, size_t max, int may_be_empty)
     return n <= max && (may_be_empty || n > 0) && g_utf8_validate(s, (gssize)n, NULL);
 }
 
+#define INGEST_MAX_REFERENCES 50
+
+/*
+ * What says which ticket the message joins beyond its thread key (the ids
+ * it answers, a ticket number it names), and what only shapes how it is
+ * stored (sent by a machine, where its quoted history starts), as the
+ * statement's parameters $11..$14.  An id that is not a storable key is
+ * skipped: it can name no stored message.
+ */
+static void ingest_threading(const sb_inbound_t *msg, ingest_t *in)
+{
+    if (msg->references && msg->references[0]) {
+        json_t *list = json_array();
+        for (size_t i = 0; msg->references[i] && i < INGEST_MAX_REFERENCES; i++)
+            if (ingest_required_ok(msg->references[i], 500, 0))
+                json_array_append_new(list, json_string(msg->references[i]));
+        if (json_array_size(list) > 0)
+            in->refs = json_dumps(list, JSON_COMPACT);
+        json_decref(list);
+    }
+    in->params[11] = in->refs;
+    if (msg->ticket_hint > 0) {
+        snprintf(in->hint, sizeof(in->hint), "%lld", (long long)msg->ticket_hint);
+        in->params[12] = in->hint;
+    }
+    in->params[13] = msg->auto_submitted ? "true" : "false";
+    /* A byte offset into the text as the plugin gave it; stored in characters. */
+    size_t n = strlen(msg->text);
+    if (msg->quote_at > 0 && msg->quote_at < n) {
+        const char *at = g_utf8_find_prev_char(msg->text, msg->text + msg->quote_at + 1);
+        glong chars = at ? g_utf8_pointer_to_offset(msg->text, at) : 0;
+        if (chars > 0) {
+            snprintf(in->quote_at, sizeof(in->quote_at), "%ld", chars);
+            in->params[14] = in->quote_at;
+        }
+    }
+}
+
 int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void *data)
 {
     /* Keys and the text are refused when bad; what is only shown is repaired. */
@@ -308,10 +382,11 @@ int sb_ingest(sb_db_t *db, const sb_inbound_t *msg, sb_ingest_done_cb done, void
         snprintf(in->channel_id, sizeof(in->channel_id), "%lld", (long long)msg->channel_id);
         in->params[10] = in->channel_id;
     }
+    ingest_threading(msg, in);
     if (msg->nattachments > 0 && msg->attachments) {
         sb_buf_init(&in->files);
         if (ingest_attachments(msg, &in->files) > 0)
-            in->params[11] = in->files.data;
+            in->params[15] = in->files.data;
     }
     int rc = ingest_send(in);
     if (rc != 0) {

@@ -70,13 +70,13 @@ static void outbox_dispatch_row(const PGresult *r, int i)
 {
     outbox_job_t *job = sb_xcalloc(1, sizeof(*job));
     sb_buf_t b;
-    size_t offs[7];
-    static const int cols[7] = {3, 4, 7, 8, 9, 10, 11};
+    size_t offs[10];
+    static const int cols[10] = {3, 4, 7, 8, 9, 10, 11, 13, 14, 15};
 
     snprintf(job->tenant_id, sizeof(job->tenant_id), "%s", PQgetvalue(r, i, 0));
     snprintf(job->outbox_id, sizeof(job->outbox_id), "%s", PQgetvalue(r, i, 1));
     sb_buf_init(&b);
-    for (int k = 0; k < 7; k++) {
+    for (int k = 0; k < 10; k++) {
         offs[k] = b.len;
         sb_buf_append(&b, PQgetvalue(r, i, cols[k]), (size_t)PQgetlength(r, i, cols[k]) + 1);
     }
@@ -89,6 +89,9 @@ static void outbox_dispatch_row(const PGresult *r, int i)
     job->msg.identity_value = COL(4);
     job->msg.text = COL(5);
     job->msg.html = COL(6);
+    job->msg.subject = COL(7);
+    job->msg.in_reply_to = COL(8);
+    job->msg.references = COL(9);
 #undef COL
     job->msg.ticket = atoll(PQgetvalue(r, i, 5));
     job->msg.message = atoll(PQgetvalue(r, i, 6));

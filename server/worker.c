@@ -34,6 +34,7 @@ typedef struct {
     uv_timer_t stats;
     int stopping;
     int exit_code;
+    int slot; /* this worker's metrics slot: its index among the workers */
 } worker_t;
 
 static void worker_on_complete(sb_http_req_t *req, int route, int status, uint64_t ns, void *data)
@@ -160,7 +161,7 @@ static int worker_setup(worker_t *w)
         sb_log(SB_LOG_ERR, NULL, "could not register routes");
         return SB_EINVAL;
     }
-    sb_plugins_start(&w->loop, w->router, w->db);
+    sb_plugins_start(&w->loop, w->router, w->db, w->slot);
     sb_outbox_start(&w->loop, w->db);
     sb_rules_start(&w->loop, w->db, w->cfg);
     sb_webhooks_start(&w->loop, w->db, w->cfg);
@@ -178,6 +179,7 @@ int sb_worker_run(const sb_config_t *cfg, int metrics_slot)
     worker_t w = {0};
 
     w.cfg = cfg;
+    w.slot = metrics_slot;
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)getpid());
     sb_metrics_attach(metrics_slot);

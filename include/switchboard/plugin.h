@@ -34,7 +34,7 @@
  * checks api->size first.
  */
 #define SB_PLUGIN_ABI_MAJOR 1
-#define SB_PLUGIN_ABI_MINOR 2
+#define SB_PLUGIN_ABI_MINOR 3
 
 /*
  * Result codes.  Every call returns 0 or one of these (all negative).
@@ -137,6 +137,29 @@ typedef struct sb_inbound {
      * bots of one tenant may both see message 5 of chat 42.
      */
     int64_t channel_id;
+
+    /* ---- ABI 1.3 (email) ---- */
+
+    /*
+     * The external ids of messages this one answers (an email's
+     * In-Reply-To and References), most relevant first, NULL-terminated;
+     * or NULL.  The first that names a message of this channel instance
+     * (inbound, or one of our replies by the id send_report gave) picks
+     * the ticket, before ticket_hint and thread_key.
+     */
+    const char *const *references;
+    /* A ticket number the sender named (an email subject's tag), or 0.
+     * Honoured only when that ticket's customer is this sender. */
+    int64_t ticket_hint;
+    /*
+     * 1: sent by a machine (an auto-reply, a bounce, list mail).  Stored on
+     * the ticket it answers, even a closed one, without reopening it; it
+     * never opens a ticket (with none to join it is acknowledged and not
+     * stored) and never gets an automatic answer.
+     */
+    int auto_submitted;
+    /* Bytes of text before its quoted history (0: none); shown folded. */
+    size_t quote_at;
 } sb_inbound_t;
 
 /* What ingest() committed (valid until the callback returns). */
@@ -158,9 +181,10 @@ typedef void (*sb_ingest_cb)(sb_plugin_ctx_t *p, int status, const sb_ingest_res
 
 /*
  * ABI 1.2: one of a tenant's channels (the channels API), as the host
- * hands it to webhook() and send().  Borrowed: valid until the response
- * to the webhook's request is sent, or until send()'s done has run.  Its
- * secrets are read one by one with api->channel_secret.
+ * hands it to webhook(), send() and (1.3) a channels_list callback.
+ * Borrowed: valid until the response to the webhook's request is sent,
+ * until send()'s done has run, or until the callback returns.  Its secrets
+ * are read one by one with api->channel_secret.
  */
 typedef struct sb_channel {
     const char *tenant;   /* the tenant's slug */
@@ -168,6 +192,8 @@ typedef struct sb_channel {
     const char *type;     /* the plugin's name */
     const char *name;     /* the admin's name for it */
     const char *settings; /* a JSON object that validate_settings accepted */
+    /* ABI 1.3: what the plugin last saved with channel_state_save ("{}"). */
+    const char *state;
 } sb_channel_t;
 
 /* ======================== outbound ======================== */
@@ -187,6 +213,13 @@ typedef struct sb_outbound {
      * tickets of a plugin-wide channel.  Plugins built for 1.1 never see it.
      */
     const sb_channel_t *instance;
+
+    /* ---- ABI 1.3 (email) ---- */
+    const char *subject; /* the ticket's subject */
+    const char
+        *in_reply_to; /* external id of the ticket's last inbound message before this, or NULL */
+    const char
+        *references; /* the ticket's last external ids, oldest first, space-separated, or NULL */
 } sb_outbound_t;
 
 enum { SB_SENT = 0, SB_RETRY = 1, SB_FAILED = 2 };
@@ -231,6 +264,14 @@ typedef void (*sb_status_cb)(sb_plugin_ctx_t *p, int status, void *data);
  */
 typedef void (*sb_file_cb)(sb_plugin_ctx_t *p, int status, const void *bytes, size_t len,
                            void *data);
+
+/*
+ * ABI 1.3: the active channel instances of the plugin's type, of every
+ * tenant (status 0), borrowed until the callback returns; or status
+ * SB_EUNAVAILABLE and n 0.
+ */
+typedef void (*sb_channels_cb)(sb_plugin_ctx_t *p, int status, const sb_channel_t *const *chs,
+                               size_t n, void *data);
 
 /* ======================== the host ======================== */
 
@@ -360,6 +401,28 @@ typedef struct sb_host_api {
      */
     const char *(*req_public_url)(sb_plugin_ctx_t *p, sb_http_req_t *req);
 
+    /* ---- ABI 1.3 ---- */
+
+    /*
+     * Lists the active channel instances of this plugin's type, of every
+     * tenant: for plugins that serve all tenants at one address (an SMTP
+     * listener) or poll on their own (an IMAP mailbox).  channel_secret
+     * works on them inside cb.  Returns 0 and calls cb once, after
+     * returning; or SB_EUNAVAILABLE and never calls it.  start() or later.
+     */
+    int (*channels_list)(sb_plugin_ctx_t *p, sb_channels_cb cb, void *data);
+    /*
+     * Saves state_json (a JSON object, at most 64 KiB) as the plugin's
+     * state of channel id of tenant, handed back as sb_channel_t.state.  It
+     * is not a settings change: nothing is flushed or notified.  Returns 0
+     * and calls done after commit (status SB_ENOENT: no such channel); or
+     * SB_EINVAL / SB_EUNAVAILABLE and never calls done.
+     */
+    int (*channel_state_save)(sb_plugin_ctx_t *p, const char *tenant, int64_t id,
+                              const char *state_json, sb_status_cb done, void *data);
+    /* This worker's index (0 .. count - 1) among the server's workers. */
+    void (*worker_info)(sb_plugin_ctx_t *p, int *index, int *count);
+
     /* Append new members here only. */
 } sb_host_api_t;
 
@@ -400,6 +463,12 @@ typedef struct sb_plugin {
      */
     int (*fetch_file)(sb_plugin_ctx_t *p, const sb_channel_t *ch, const char *file_id,
                       sb_file_cb done, void *data);
+    /*
+     * ABI 1.3.  In each worker, after an admin created, changed or
+     * deactivated a channel of any type: lists kept with channels_list are
+     * stale.  May be NULL.
+     */
+    void (*channels_changed)(sb_plugin_ctx_t *p);
 } sb_plugin_t;
 
 #define SB_PLUGIN_ENTRY "sb_plugin_entry"

@@ -25,8 +25,13 @@ int sb_plugins_load(const sb_config_t *cfg);
 /*
  * Worker: adds the plugins' routes to router and runs their start on
  * loop, with db for ingest().  Borrows all three until sb_plugins_stop.
+ * worker_index (0 ..) is what worker_info tells plugins.
  */
-int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db);
+int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db, int worker_index);
+
+/* Worker: a channel instance changed somewhere; forget the cached ones
+ * and tell the plugins that keep lists. */
+void sb_plugins_channels_changed(void);
 
 /* Worker: runs every started plugin's stop. */
 void sb_plugins_stop(void);
@@ -68,9 +73,6 @@ typedef void (*sb_plugins_file_cb)(int status, const void *bytes, size_t len, vo
  */
 int sb_plugins_fetch_file(const char *tenant, int64_t channel_id, const char *file_id,
                           sb_plugins_file_cb done, void *data);
-
-/* Worker: a channel instance changed somewhere; forget the cached ones. */
-void sb_plugins_channels_changed(void);
 
 /* The NOTIFY channel that says "a channel instance changed". */
 #define SB_CHANNELS_CHANNEL "switchboard_channels"

@@ -29,7 +29,7 @@ struct sb_instance {
     int cached; /* still in the table */
     uint64_t loaded_ms;
     char *key;             /* "tenant/id" */
-    char *strings;         /* tenant, type, name, settings, one block */
+    char *strings;         /* tenant, type, name, settings, state, one block */
     unsigned char *sealed; /* the secrets as stored, or NULL */
     size_t sealed_len;
     json_t *secrets; /* opened on first use */
@@ -132,31 +132,34 @@ const char *sb_instance_secret(sb_instance_t *inst, const char *name)
 
 /* ======================== loading ======================== */
 
-/* An instance from the row (type, name, settings, secrets). */
-static sb_instance_t *instance_from_row(const PGresult *r, const char *tenant, const char *key)
+/* An instance from row i (type, name, settings, secrets, state). */
+static sb_instance_t *instance_from_row(const PGresult *r, int i, const char *tenant,
+                                        const char *key)
 {
     sb_instance_t *inst = sb_xcalloc(1, sizeof(*inst));
-    const char *src[4] = {tenant, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)};
-    size_t offs[4];
+    const char *src[5] = {tenant, PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+                          PQgetvalue(r, i, 4)};
+    size_t offs[5];
     sb_buf_t b;
 
     sb_buf_init(&b);
-    for (int i = 0; i < 4; i++) {
-        offs[i] = b.len;
-        sb_buf_append(&b, src[i], strlen(src[i]) + 1);
+    for (int k = 0; k < 5; k++) {
+        offs[k] = b.len;
+        sb_buf_append(&b, src[k], strlen(src[k]) + 1);
     }
     inst->strings = sb_buf_steal(&b, NULL);
     inst->pub.tenant = inst->strings + offs[0];
     inst->pub.type = inst->strings + offs[1];
     inst->pub.name = inst->strings + offs[2];
     inst->pub.settings = inst->strings + offs[3];
+    inst->pub.state = inst->strings + offs[4];
     inst->pub.id = atoll(strchr(key, '/') + 1);
     inst->key = sb_xstrdup(key);
     inst->refs = 1;
     inst->loaded_ms = sb_now_ms();
-    if (!PQgetisnull(r, 0, 3)) {
+    if (!PQgetisnull(r, i, 3)) {
         size_t n;
-        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 3), &n);
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 3), &n);
         if (raw) {
             inst->sealed = sb_xmalloc(n ? n : 1);
             memcpy(inst->sealed, raw, n);
@@ -173,7 +176,7 @@ static void instance_loaded(int status, PGresult *const *res, int n, void *data)
     sb_instance_t *inst = NULL;
 
     if (status == 0 && PQntuples(res[1]) == 1) {
-        inst = instance_from_row(res[1], ld->tenant, ld->key);
+        inst = instance_from_row(res[1], 0, ld->tenant, ld->key);
         if (instances == NULL)
             instances = g_hash_table_new_full(g_str_hash, g_str_equal, NULL, instance_uncache);
         inst->refs++; /* the table's */
@@ -198,7 +201,7 @@ int sb_instance_get(sb_db_t *db, const char *tenant, int64_t id, sb_instance_cb 
         "SELECT set_config('switchboard.tenant_id', coalesce((SELECT id::text FROM tenants"
         " WHERE slug = $1), ''), true)";
     static const char sql_channel[] =
-        "SELECT c.type, c.name, c.settings::text, c.secrets FROM channels c"
+        "SELECT c.type, c.name, c.settings::text, c.secrets, c.state::text FROM channels c"
         " WHERE c.tenant_id = sb_tenant() AND c.id = $1::bigint AND c.active";
     char *key = sb_xasprintf("%s/%lld", tenant, (long long)id);
     sb_instance_t *hit = instances ? g_hash_table_lookup(instances, key) : NULL;
@@ -236,6 +239,52 @@ int sb_instance_get(sb_db_t *db, const char *tenant, int64_t id, sb_instance_cb 
     if (sb_db_query(db, s, 2, instance_loaded, ld) != 0) {
         free(ld->key);
         free(ld);
+        return SB_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+/* ======================== every instance of a type ======================== */
+
+typedef struct {
+    sb_instances_cb cb;
+    void *data;
+} instance_list_t;
+
+static void instances_listed(int status, PGresult *const *res, int n, void *data)
+{
+    instance_list_t *ls = data;
+    int rows = status == 0 ? PQntuples(res[0]) : 0;
+    sb_instance_t **list = sb_xcalloc((size_t)rows + 1, sizeof(*list));
+
+    if (status != 0)
+        sb_log(SB_LOG_ERR, NULL, "could not list channels: %s", sb_strerror(status));
+    for (int i = 0; i < rows; i++) {
+        char *key = sb_xasprintf("%s/%s", PQgetvalue(res[0], i, 5), PQgetvalue(res[0], i, 6));
+        list[i] = instance_from_row(res[0], i, PQgetvalue(res[0], i, 5), key);
+        free(key);
+    }
+    ls->cb(status == 0 ? 0 : SB_EUNAVAILABLE, list, (size_t)rows, ls->data);
+    for (int i = 0; i < rows; i++)
+        sb_instance_release(list[i]);
+    free(list);
+    free(ls);
+}
+
+int sb_instances_of_type(sb_db_t *db, const char *type, sb_instances_cb cb, void *data)
+{
+    static const char sql[] =
+        "SELECT $1::text, name, settings, secrets, state, tenant, id FROM sb_channels_of_type($1)";
+    const char *params[1] = {type};
+    sb_db_stmt_t s = {sql, 1, params};
+
+    if (db == NULL)
+        return SB_EUNAVAILABLE;
+    instance_list_t *ls = sb_xmalloc(sizeof(*ls));
+    ls->cb = cb;
+    ls->data = data;
+    if (sb_db_query(db, &s, 1, instances_listed, ls) != 0) {
+        free(ls);
         return SB_EUNAVAILABLE;
     }
     return 0;

@@ -45,6 +45,19 @@ const char *sb_instance_secret(sb_instance_t *inst, const char *name);
 /* Gives a reference back; the last one frees the instance. */
 void sb_instance_release(sb_instance_t *inst);
 
+/*
+ * status 0 with the n instances (borrowed for the call; not cached), or
+ * SB_EUNAVAILABLE with n 0.
+ */
+typedef void (*sb_instances_cb)(int status, sb_instance_t *const *list, size_t n, void *data);
+
+/*
+ * Every active instance of type, of every tenant, fresh from the database.
+ * Returns 0 and calls cb once, after returning; or SB_EUNAVAILABLE and
+ * never calls it.  Loop thread.
+ */
+int sb_instances_of_type(sb_db_t *db, const char *type, sb_instances_cb cb, void *data);
+
 /* Forgets every cached instance (a channel changed somewhere). */
 void sb_instances_flush(void);
 

@@ -67,6 +67,7 @@ static struct {
     uv_loop_t *loop;
     sb_db_t *db;
     sb_http_client_t *client; /* the plugins' outbound HTTP, per worker */
+    int worker_index;
 } host;
 
 /*
@@ -179,10 +180,11 @@ static void host_ingest_done(int status, const sb_ingest_result_t *r, void *data
 }
 
 /*
- * A plugin built before ABI 1.2 passes shorter structs: copy what it has
+ * A plugin built before ABI 1.3 passes shorter structs: copy what it has
  * into the host's layout (zeroing the rest), attachments included, whose
- * stride is the old size.  A 1.0 message ends at html: reading on would
- * take whatever follows it for attachments.  *files is the caller's to free.
+ * stride before 1.2 is the old size.  A 1.0 message ends at html: reading
+ * on would take whatever follows it for attachments.  *files is the
+ * caller's to free.
  */
 static void host_inbound_upgrade(const sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_inbound_t *m,
                                  sb_attachment_t **files)
@@ -190,10 +192,14 @@ static void host_inbound_upgrade(const sb_plugin_ctx_t *p, const sb_inbound_t *m
     const size_t old_stride = offsetof(sb_attachment_t, file_id);
 
     memset(m, 0, sizeof(*m));
+    *files = NULL;
+    if (loader_abi_minor_ge(p, 2)) {
+        memcpy(m, msg, offsetof(sb_inbound_t, channel_id) + sizeof(m->channel_id));
+        return;
+    }
     memcpy(m, msg,
            loader_abi_minor_ge(p, 1) ? offsetof(sb_inbound_t, channel_id)
                                      : offsetof(sb_inbound_t, attachments));
-    *files = NULL;
     if (m->nattachments == 0 || msg->attachments == NULL)
         return;
     *files = sb_xcalloc(m->nattachments, sizeof(sb_attachment_t));
@@ -211,7 +217,7 @@ static int host_ingest(sb_plugin_ctx_t *p, const sb_inbound_t *msg, sb_ingest_cb
         return SB_EINVAL;
     if (host.db == NULL)
         return SB_EUNAVAILABLE; /* before start or while stopping: worth a retry */
-    if (loader_abi_minor_ge(p, 2))
+    if (loader_abi_minor_ge(p, 3))
         m = *msg;
     else
         host_inbound_upgrade(p, msg, &m, &files);
@@ -469,6 +475,87 @@ static const char *host_req_public_url(sb_plugin_ctx_t *p, sb_http_req_t *req)
     return copy;
 }
 
+typedef struct {
+    sb_plugin_ctx_t *ctx;
+    sb_channels_cb cb;
+    void *data;
+} host_list_t;
+
+static void host_channels_listed(int status, sb_instance_t *const *list, size_t n, void *data)
+{
+    host_list_t *hl = data;
+    const sb_channel_t **chs = sb_xcalloc(n + 1, sizeof(*chs));
+
+    for (size_t i = 0; i < n; i++)
+        chs[i] = sb_instance_channel(list[i]);
+    hl->cb(hl->ctx, status, chs, n, hl->data);
+    free(chs);
+    free(hl);
+}
+
+static int host_channels_list(sb_plugin_ctx_t *p, sb_channels_cb cb, void *data)
+{
+    if (cb == NULL)
+        return SB_EINVAL;
+    host_list_t *hl = sb_xmalloc(sizeof(*hl));
+    hl->ctx = p;
+    hl->cb = cb;
+    hl->data = data;
+    int rc = sb_instances_of_type(host.db, p->name, host_channels_listed, hl);
+    if (rc != 0)
+        free(hl);
+    return rc;
+}
+
+static void host_state_saved(int status, PGresult *const *res, int n, void *data)
+{
+    host_status_t *st = data;
+    if (status == SB_EDB)
+        sb_log(SB_LOG_ERR, &st->ctx->log, "could not save a channel's state");
+    if (status == 0 && strcmp(PQgetvalue(res[0], 0, 0), "t") != 0)
+        status = SB_ENOENT;
+    st->cb(st->ctx, status == 0 || status == SB_ENOENT ? status : SB_EUNAVAILABLE, st->data);
+    free(st);
+}
+
+static int host_channel_state_save(sb_plugin_ctx_t *p, const char *tenant, int64_t id,
+                                   const char *state_json, sb_status_cb done, void *data)
+{
+    static const char sql[] = "SELECT sb_channel_state_save($1, $2::bigint, $3::jsonb)";
+    char idtext[24];
+
+    if (tenant == NULL || state_json == NULL || done == NULL || strlen(state_json) > 65536)
+        return SB_EINVAL;
+    json_t *check = json_loads(state_json, 0, NULL);
+    int is_object = json_is_object(check);
+    json_decref(check);
+    if (!is_object)
+        return SB_EINVAL;
+    if (host.db == NULL)
+        return SB_EUNAVAILABLE;
+    snprintf(idtext, sizeof(idtext), "%lld", (long long)id);
+    const char *params[3] = {tenant, idtext, state_json};
+    sb_db_stmt_t s = {sql, 3, params};
+    host_status_t *st = sb_xmalloc(sizeof(*st));
+    st->ctx = p;
+    st->cb = done;
+    st->data = data;
+    if (sb_db_query(host.db, &s, 1, host_state_saved, st) != 0) {
+        free(st);
+        return SB_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static void host_worker_info(sb_plugin_ctx_t *p, int *index, int *count)
+{
+    int n = host.cfg && host.cfg->workers > 0 ? host.cfg->workers : 1;
+    if (count)
+        *count = n;
+    if (index)
+        *index = host.worker_index % n;
+}
+
 static const sb_host_api_t host_api = {
     .abi_major = SB_PLUGIN_ABI_MAJOR,
     .abi_minor = SB_PLUGIN_ABI_MINOR,
@@ -499,6 +586,9 @@ static const sb_host_api_t host_api = {
     .send_report = host_send_report,
     .message_status = host_message_status,
     .req_public_url = host_req_public_url,
+    .channels_list = host_channels_list,
+    .channel_state_save = host_channel_state_save,
+    .worker_info = host_worker_info,
 };
 
 /* ======================== loading ======================== */
@@ -882,9 +972,16 @@ int sb_plugins_fetch_file(const char *tenant, int64_t channel_id, const char *fi
 void sb_plugins_channels_changed(void)
 {
     sb_instances_flush();
+    for (size_t i = 0; i < host.n; i++) {
+        sb_plugin_ctx_t *p = host.plugins[i];
+        if (p->started &&
+            p->desc->size >= offsetof(sb_plugin_t, channels_changed) + sizeof(void *) &&
+            p->desc->channels_changed)
+            p->desc->channels_changed(p);
+    }
 }
 
-int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
+int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db, int worker_index)
 {
     sb_http_client_options_t copts = {
         .allow_private = host.cfg ? host.cfg->channels_allow_private : 0,
@@ -893,6 +990,7 @@ int sb_plugins_start(uv_loop_t *loop, sb_router_t *router, sb_db_t *db)
 
     host.loop = loop;
     host.db = db;
+    host.worker_index = worker_index;
     if (sb_http_client_new(loop, &copts, &host.client) != 0)
         host.client = NULL;
     for (size_t i = 0; i < host.n; i++) {

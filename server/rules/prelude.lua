@@ -447,6 +447,21 @@ for name in pairs(BUILD) do
 end
 table.sort(R.ACTIONS)
 
+-- Whether the event is about mail a machine sent: its message, or the
+-- ticket that keeps such mail (tagged auto-submitted by the email channel).
+local function machine_sent(ev)
+    local m, t = ev.message, ev.ticket
+    if m and m.auto_submitted then
+        return true
+    end
+    for _, tag in ipairs(t and t.tags or {}) do
+        if tag == "auto-submitted" then
+            return true
+        end
+    end
+    return false
+end
+
 -- The act table a handler records on.
 local function new_act(ev, script, out)
     return setmetatable({}, {
@@ -459,6 +474,12 @@ local function new_act(ev, script, out)
                 local ok, action = pcall(build, a, ev)
                 if not ok then
                     error(string.gsub(tostring(action), "^[^:\n]*:%d+: ", ""), 2)
+                end
+                -- Mail a machine sent never gets an automatic answer (two
+                -- auto-responders would otherwise answer each other for
+                -- ever), nor does the ticket such mail was kept on.
+                if (name == "reply" or name == "survey") and machine_sent(ev) then
+                    return
                 end
                 local _, line = where(2)
                 action.type, action.script, action.line = name, script, line

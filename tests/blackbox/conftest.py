@@ -579,6 +579,9 @@ class ServerFactory:
             "SWITCHBOARD_LOG_LEVEL": "debug",
             "SWITCHBOARD_DATA_DIR": datadir,
             "SWITCHBOARD_DEBUG_ROUTES": "1",
+            # The email plugin's listener: a port of its own, never the
+            # default 2525 that two servers would share (SO_REUSEPORT).
+            "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}",
         }
         if database_url is not None:
             base["SWITCHBOARD_DATABASE_URL"] = database_url

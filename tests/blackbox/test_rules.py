@@ -75,8 +75,8 @@ def rsrv(database, start_server):
 def test_new_tenant_starts_from_the_default_scripts(database, rsrv):
     slug, adm, agt = setup_tenant(database, rsrv)
     items = expect(adm.get(f"tenants/{slug}/rules"), 200)["items"]
-    assert sorted(i["name"] for i in items) == ["compensation", "escalation", "feedback", "routing",
-                                                "sla"]
+    assert sorted(i["name"] for i in items) == ["autoack", "compensation", "escalation", "feedback",
+                                                "routing", "sla"]
     sla = expect(adm.get(f"tenants/{slug}/rules/sla"), 200)
     with open(os.path.join(SCRIPTS, "sla.lua"), encoding="utf-8") as f:
         assert sla["source"] == f.read()
@@ -404,7 +404,7 @@ def test_agent_away_hands_tickets_over(database, rsrv):
 def test_rules_check_on_the_defaults_and_on_mistakes(tmp_path):
     cp = run_cli(["rules", "check"] + DEFAULTS)
     assert cp.returncode == 0, cp.stderr
-    assert "5 scripts ok" in cp.stdout and "gold, urgent, standard" in cp.stdout
+    assert "6 scripts ok" in cp.stdout and "gold, urgent, standard" in cp.stdout
     bad = tmp_path / "bad.lua"
     bad.write_text('on("ticket.created", function(ev, act)\n'
                    '  act.set_prioity("high")\n'

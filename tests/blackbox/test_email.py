@@ -1,0 +1,513 @@
+"""The email channel end to end: mail handed to the server's SMTP/LMTP
+listener (by swaks, Python's smtplib and a real postfix) becomes tickets
+and messages, threads by Message-ID and ticket tag, never opens tickets
+for machine mail, and agents' replies leave through the channel's relay
+(a catcher on loopback) with the headers a mail client threads by.
+"""
+
+import email
+import email.policy
+import os
+import shutil
+import smtplib
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import api_login, cli_agent, cli_tenant, expect, free_port, psql, run_cli, wait_until
+
+T = "mail"
+ADDRESS = "support@acme.example"
+SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
+
+
+# ---------------------------------------------------------------------------
+# a relay that keeps what it is given
+# ---------------------------------------------------------------------------
+
+class Catcher:
+    """An SMTP server on loopback that stores every message (and can be
+    told to refuse the next ones with a given reply)."""
+
+    def __init__(self):
+        self.messages = []
+        self.refuse = []          # replies to DATA's end, used up one per message
+        self.lock = threading.Lock()
+        catcher = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line):
+                self.wfile.write(line.encode() + b"\r\n")
+
+            def handle(self):
+                self.reply("220 catcher ESMTP")
+                rcpts, sender = [], None
+                while True:
+                    line = self.rfile.readline(4096)
+                    if not line:
+                        return
+                    verb = line.decode("latin-1").strip().split(" ")[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.reply("250-catcher\r\n250 8BITMIME")
+                    elif verb == "MAIL":
+                        sender, rcpts = line.decode("latin-1").strip(), []
+                        self.reply("250 2.1.0 Ok")
+                    elif verb == "RCPT":
+                        rcpts.append(line.decode("latin-1").strip())
+                        self.reply("250 2.1.5 Ok")
+                    elif verb == "DATA":
+                        self.reply("354 go ahead")
+                        data = bytearray()
+                        while True:
+                            chunk = self.rfile.readline(1 << 20)
+                            if not chunk or chunk == b".\r\n":
+                                break
+                            data += chunk[1:] if chunk.startswith(b"..") else chunk
+                        with catcher.lock:
+                            answer = catcher.refuse.pop(0) if catcher.refuse else None
+                            if answer is None:
+                                catcher.messages.append((sender, rcpts, bytes(data)))
+                        self.reply(answer or "250 2.0.0 Ok: queued")
+                    elif verb == "QUIT":
+                        self.reply("221 2.0.0 Bye")
+                        return
+                    else:
+                        self.reply("250 Ok")
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def parsed(self):
+        with self.lock:
+            return [email.message_from_bytes(m[2], policy=email.policy.default)
+                    for m in self.messages]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# one server for the module
+# ---------------------------------------------------------------------------
+
+class Env:
+    pass
+
+
+def start(database, start_server, catcher, **extra):
+    smtp = free_port()
+    env = {"SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{smtp}",
+           "SWITCHBOARD_EMAIL_LMTP_LISTEN": f"127.0.0.1:{free_port()}"}
+    env.update(extra)
+    srv = start_server(database, env=env)
+    srv.smtp_port = smtp
+    srv.lmtp_port = int(env["SWITCHBOARD_EMAIL_LMTP_LISTEN"].rsplit(":", 1)[1])
+    return srv
+
+
+def new_channel(e, addresses=None, **settings):
+    body = {"type": "email", "name": f"mail {len(e.channels)}",
+            "settings": dict({"address": addresses or ADDRESS,
+                              "relay": {"url": f"smtp://127.0.0.1:{e.catcher.port}",
+                                        "starttls": "none"}}, **settings)}
+    ch = expect(e.adm.post(f"tenants/{T}/channels", body), 201)
+    e.channels.append(ch)
+    return ch
+
+
+@pytest.fixture(scope="module")
+def env(module_database, module_start_server):
+    e = Env()
+    e.db = module_database
+    e.catcher = Catcher()
+    e.srv = start(e.db, module_start_server, e.catcher)
+    cli_tenant(e.db, T, "Acme Mail")
+    cli_agent(e.db, "adm@mail.example", T, "admin")
+    e.adm = api_login(e.srv, "adm@mail.example")
+    e.channels = []
+    e.channel = new_channel(e)
+    wait_until(lambda: smtp_rcpt_ok(e.srv.smtp_port, ADDRESS), 20,
+               message="the listener knows the channel's address")
+    yield e
+    e.catcher.close()
+
+
+def smtp_rcpt_ok(port, rcpt):
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("test.example")
+        s.mail("probe@test.example")
+        code, _ = s.rcpt(rcpt)
+        s.rset()
+        return code == 250
+
+
+def swaks(port, *args, ok=True):
+    cp = subprocess.run([SWAKS, "--server", f"127.0.0.1:{port}", "--silent", "1"] + list(args),
+                        capture_output=True, text=True, timeout=60)
+    if ok:
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp
+
+
+def rows(db, sql):
+    out = psql(db, sql).strip()
+    return [line.split("|") for line in out.splitlines()] if out else []
+
+
+def one(db, sql):
+    r = rows(db, sql)
+    return r[0][0] if r else None
+
+
+def msg_ticket(db, external_id):
+    return one(db, f"SELECT t.number FROM messages m JOIN tickets t ON t.tenant_id = m.tenant_id"
+                   f" AND t.id = m.ticket_id WHERE m.external_id = '{external_id}'")
+
+
+def sendmail(port, raw, rcpts=(ADDRESS,), sender="customer@example.org"):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        return s.sendmail(sender, list(rcpts), raw)
+
+
+def mail(subject, body, msgid, sender="Alice Customer <alice@example.org>", headers=""):
+    return (f"From: {sender}\r\nTo: {ADDRESS}\r\nSubject: {subject}\r\n"
+            f"Message-ID: {msgid}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n{headers}"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+            ).encode()
+
+
+# ---------------------------------------------------------------------------
+# receiving
+# ---------------------------------------------------------------------------
+
+def test_swaks_plain_message_becomes_a_ticket(env):
+    swaks(env.srv.smtp_port, "--to", ADDRESS, "--from", "bob@example.org",
+          "--header", "Subject: Printer on fire", "--header", "Message-Id: <plain-1@example.org>",
+          "--body", "It is really burning.")
+    number = msg_ticket(env.db, "<plain-1@example.org>")
+    assert number
+    t = expect(env.adm.get(f"tenants/{T}/tickets/{number}"), 200)
+    assert t["subject"] == "Printer on fire" and t["channel"] == "email"
+    text = one(env.db, "SELECT body_text FROM messages WHERE external_id = '<plain-1@example.org>'")
+    assert "It is really burning." in text
+    assert rows(env.db, "SELECT i.kind, i.value FROM customer_identities i JOIN tickets t"
+                        " ON t.customer_id = i.customer_id AND t.tenant_id = i.tenant_id"
+                        f" WHERE t.number = {number}") == [["email", "bob@example.org"]]
+
+
+def test_swaks_attachment_is_stored_with_name_type_size_hash(env, tmp_path):
+    blob = bytes(range(256)) * 40
+    path = tmp_path / "report.bin"
+    path.write_bytes(blob)
+    swaks(env.srv.smtp_port, "--to", ADDRESS, "--from", "carol@example.org",
+          "--header", "Subject: logs attached", "--header", "Message-Id: <att-1@example.org>",
+          "--body", "see attachment", "--attach-type", "application/octet-stream",
+          "--attach-name", "report.bin", "--attach", f"@{path}")
+    r = rows(env.db, "SELECT a.filename, a.content_type, a.size, encode(a.sha256, 'hex')"
+                     " FROM attachments a JOIN messages m ON m.tenant_id = a.tenant_id"
+                     " AND m.id = a.message_id WHERE m.external_id = '<att-1@example.org>'")
+    import hashlib
+    assert r == [["report.bin", "application/octet-stream", str(len(blob)),
+                  hashlib.sha256(blob).hexdigest()]]
+
+
+def test_swaks_pipelined_session(env):
+    cp = swaks(env.srv.smtp_port, "--pipeline", "--to", ADDRESS, "--from", "dave@example.org",
+               "--header", "Subject: pipelined", "--header", "Message-Id: <pipe-1@example.org>",
+               "--body", "sent with PIPELINING", "--silent", "0")
+    assert "PIPELINING" in cp.stdout
+    assert msg_ticket(env.db, "<pipe-1@example.org>")
+
+
+def test_unknown_recipient_is_refused_with_550(env):
+    cp = swaks(env.srv.smtp_port, "--to", "nobody@acme.example", "--from", "x@example.org",
+               "--silent", "0", ok=False)
+    assert cp.returncode != 0 and "550 5.1.1" in cp.stdout
+
+
+def test_plus_detail_reaches_the_channel(env):
+    sendmail(env.srv.smtp_port, mail("plus", "plus addressing", "<plus-1@example.org>"),
+             rcpts=["support+billing@acme.example"])
+    assert msg_ticket(env.db, "<plus-1@example.org>")
+
+
+def test_same_message_id_twice_stores_one_message(env):
+    raw = mail("twice", "delivered twice", "<dup-1@example.org>")
+    sendmail(env.srv.smtp_port, raw)
+    sendmail(env.srv.smtp_port, raw)
+    assert one(env.db, "SELECT count(*) FROM messages WHERE external_id = '<dup-1@example.org>'") == "1"
+
+
+def test_mail_without_message_id_is_stored_once_per_copy(env):
+    raw = (b"From: nomsgid@example.org\r\nTo: support@acme.example\r\nSubject: no id\r\n\r\n"
+           b"no message id here\r\n")
+    sendmail(env.srv.smtp_port, raw)
+    sendmail(env.srv.smtp_port, raw)
+    assert one(env.db, "SELECT count(*) FROM messages WHERE body_text LIKE 'no message id here%'") \
+        == "1"
+
+
+def test_lmtp_answers_per_recipient(env):
+    second = new_channel(env, addresses=["help@beta.example"])
+    wait_until(lambda: lmtp_rcpt_ok(env.srv.lmtp_port, "help@beta.example"), 20)
+    raw = mail("two channels", "to both", "<lmtp-1@example.org>")
+    with smtplib.LMTP("127.0.0.1", env.srv.lmtp_port, timeout=30) as s:
+        refused = s.sendmail("x@example.org", [ADDRESS, "help@beta.example"], raw)
+    assert refused == {}
+    assert rows(env.db, "SELECT channel_id FROM messages WHERE external_id = '<lmtp-1@example.org>'"
+                        " ORDER BY channel_id") == [[str(env.channel["id"])], [str(second["id"])]]
+
+
+def lmtp_rcpt_ok(port, rcpt):
+    with smtplib.LMTP("127.0.0.1", port, timeout=10) as s:
+        s.ehlo("test.example")
+        s.mail("probe@test.example")
+        code, _ = s.rcpt(rcpt)
+        s.rset()
+        return code == 250
+
+
+# ---------------------------------------------------------------------------
+# threading, machine mail, replies
+# ---------------------------------------------------------------------------
+
+def replies_to(e, addr, n, timeout=30):
+    def got():
+        found = [m for m in e.catcher.parsed() if addr in str(m["To"])]
+        return found if len(found) >= n else None
+    return wait_until(got, timeout, message=f"{n} replies to {addr}")
+
+
+def test_reply_threads_both_ways_and_auto_ack(env):
+    cust = "Erin Example <erin@example.org>"
+    sendmail(env.srv.smtp_port, mail("Cannot log in", "Hello,\nI cannot log in.", "<th-1@example.org>",
+                                     sender=cust), sender="erin@example.org")
+    number = msg_ticket(env.db, "<th-1@example.org>")
+    # The automatic acknowledgement names the ticket and threads under the mail.
+    ack = replies_to(env, "erin@example.org", 1)[0]
+    assert f"#{number}" in ack["Subject"] and f"#{number}" in ack.get_body(("plain",)).get_content()
+    assert ack["In-Reply-To"] == "<th-1@example.org>"
+    assert ack["From"].addresses[0].addr_spec == ADDRESS
+    assert ack["Auto-Submitted"] is not None
+    # An agent's reply: multipart/alternative with the threading headers.
+    expect(env.adm.post(f"tenants/{T}/tickets/{number}/messages",
+                        {"kind": "reply", "text": "Please reset your password."}), 201)
+    reply = replies_to(env, "erin@example.org", 2)[1]
+    assert reply.get_content_type() == "multipart/alternative"
+    assert "Please reset your password." in reply.get_body(("plain",)).get_content()
+    assert "Please reset your password." in reply.get_body(("html",)).get_content()
+    assert reply["Subject"] == f"Re: Cannot log in [#{number}]"
+    assert reply["In-Reply-To"] == "<th-1@example.org>"
+    assert "<th-1@example.org>" in reply["References"]
+    mid = reply["Message-ID"]
+    wait_until(lambda: one(env.db, f"SELECT delivery_status FROM messages WHERE external_id = '{mid}'")
+               == "sent", 20, message="the reply's delivery is recorded with its Message-ID")
+    # The customer's client answers with In-Reply-To: same ticket, no new ack.
+    sendmail(env.srv.smtp_port,
+             mail(f"Re: Cannot log in [#{number}]", "Thanks, that worked.\n\nOn Monday you wrote:\n"
+                  "> Please reset your password.", "<th-2@example.org>", sender=cust,
+                  headers=f"In-Reply-To: {mid}\r\nReferences: <th-1@example.org> {mid}\r\n"),
+             sender="erin@example.org")
+    assert msg_ticket(env.db, "<th-2@example.org>") == number
+    q = one(env.db, "SELECT quote_at FROM messages WHERE external_id = '<th-2@example.org>'")
+    assert q and int(q) > 0
+    # A reply that kept only the subject's tag threads too.
+    sendmail(env.srv.smtp_port, mail(f"another thing [#{number}]", "one more question",
+                                     "<th-3@example.org>", sender=cust), sender="erin@example.org")
+    assert msg_ticket(env.db, "<th-3@example.org>") == number
+    time.sleep(2)
+    assert len(replies_to(env, "erin@example.org", 2)) == 2   # no second acknowledgement
+
+
+def test_tag_of_someone_elses_ticket_opens_a_new_ticket(env):
+    sendmail(env.srv.smtp_port, mail("mine", "first", "<own-1@example.org>",
+                                     sender="frank@example.org"), sender="frank@example.org")
+    number = msg_ticket(env.db, "<own-1@example.org>")
+    sendmail(env.srv.smtp_port, mail(f"hijack [#{number}]", "not yours", "<own-2@example.org>",
+                                     sender="mallory@example.org"), sender="mallory@example.org")
+    assert msg_ticket(env.db, "<own-2@example.org>") != number
+
+
+def test_out_of_office_reply_joins_the_ticket_without_opening_one(env):
+    sendmail(env.srv.smtp_port, mail("Order 77", "where is my order?", "<ooo-1@example.org>",
+                                     sender="gina@example.org"), sender="gina@example.org")
+    number = msg_ticket(env.db, "<ooo-1@example.org>")
+    acks = replies_to(env, "gina@example.org", 1)
+    ack_id = acks[0]["Message-ID"]
+    tickets = one(env.db, "SELECT count(*) FROM tickets")
+    # Gina's out-of-office answers our acknowledgement.
+    sendmail(env.srv.smtp_port,
+             mail("Automatic reply: Order 77", "I am away until Monday.", "<ooo-2@example.org>",
+                  sender="gina@example.org",
+                  headers=f"Auto-Submitted: auto-replied\r\nIn-Reply-To: {ack_id}\r\n"),
+             sender="gina@example.org")
+    assert msg_ticket(env.db, "<ooo-2@example.org>") == number
+    assert one(env.db, "SELECT auto_submitted FROM messages WHERE external_id = '<ooo-2@example.org>'") == "t"
+    assert one(env.db, "SELECT count(*) FROM tickets") == tickets
+    # An out-of-office answering nothing we know is kept on a closed ticket,
+    # and never acknowledged.
+    sendmail(env.srv.smtp_port,
+             mail("Out of Office", "I am away.", "<ooo-3@example.org>", sender="henry@example.org",
+                  headers="X-Autoreply: yes\r\nPrecedence: auto_reply\r\n"),
+             sender="henry@example.org")
+    n3 = msg_ticket(env.db, "<ooo-3@example.org>")
+    assert rows(env.db, f"SELECT status, tags FROM tickets WHERE number = {n3}") == \
+        [["closed", "{auto-submitted}"]]
+    time.sleep(3)
+    assert [m for m in env.catcher.parsed() if "henry@" in str(m["To"])] == []
+    assert len([m for m in env.catcher.parsed() if "gina@" in str(m["To"])]) == 1
+
+
+def test_relay_refusals_retry_then_fail(env):
+    sendmail(env.srv.smtp_port, mail("relay", "relay test", "<rl-1@example.org>",
+                                     sender="ivan@example.org"), sender="ivan@example.org")
+    number = msg_ticket(env.db, "<rl-1@example.org>")
+    replies_to(env, "ivan@example.org", 1)
+    with env.catcher.lock:
+        env.catcher.refuse += ["451 4.3.0 try later", "554 5.7.1 refused"]
+    m = expect(env.adm.post(f"tenants/{T}/tickets/{number}/messages",
+                            {"kind": "reply", "text": "will be refused"}), 201)
+    wait_until(lambda: one(env.db, f"SELECT delivery_status FROM messages WHERE id = {m['id']}")
+               == "failed", 60, message="a 5xx after a 4xx fails the reply")
+    err = one(env.db, f"SELECT delivery_error FROM messages WHERE id = {m['id']}")
+    assert "554" in err or "refused" in err
+
+
+# ---------------------------------------------------------------------------
+# nothing lost
+# ---------------------------------------------------------------------------
+
+def test_database_down_means_451_then_stored_once(pg_cluster_factory, start_server):
+    cluster = pg_cluster_factory()
+    assert run_cli(["migrate"], env_extra={"SWITCHBOARD_DATABASE_URL": cluster.url}).returncode == 0
+    cli_tenant(cluster.url, T, "Acme Mail")
+    cli_agent(cluster.url, "adm@mail.example", T, "admin")
+    catcher = Catcher()
+    try:
+        srv = start(cluster.url, start_server, catcher)
+        e = Env()
+        e.db, e.srv, e.adm, e.catcher, e.channels = cluster.url, srv, \
+            api_login(srv, "adm@mail.example"), catcher, []
+        new_channel(e)
+        wait_until(lambda: smtp_rcpt_ok(srv.smtp_port, ADDRESS), 20)
+        raw = mail("while down", "database is down", "<down-1@example.org>")
+        cluster.stop()
+        with pytest.raises(smtplib.SMTPDataError) as exc:
+            sendmail(srv.smtp_port, raw)
+        assert exc.value.smtp_code == 451
+        cluster.start()
+        wait_until(lambda: try_send(srv.smtp_port, raw), 30, message="accepted once it is back")
+        sendmail(srv.smtp_port, raw)
+        assert one(cluster.url, "SELECT count(*) FROM messages"
+                                " WHERE external_id = '<down-1@example.org>'") == "1"
+    finally:
+        catcher.close()
+
+
+def try_send(port, raw):
+    try:
+        sendmail(port, raw)
+        return True
+    except smtplib.SMTPException:
+        return False
+
+
+# ---------------------------------------------------------------------------
+# a real MTA: postfix hands mail to the LMTP listener
+# ---------------------------------------------------------------------------
+
+POSTFIX = "/usr/sbin/postfix"
+
+# Postfix's services, none chrooted, with smtpd on a loopback port of the test's.
+POSTFIX_MASTER = """\
+127.0.0.1:{port} inet n - n - - smtpd
+pickup     unix n - n 60 1 pickup
+cleanup    unix n - n - 0 cleanup
+qmgr       unix n - n 300 1 qmgr
+tlsmgr     unix - - n 1000? 1 tlsmgr
+rewrite    unix - - n - - trivial-rewrite
+bounce     unix - - n - 0 bounce
+defer      unix - - n - 0 bounce
+trace      unix - - n - 0 bounce
+verify     unix - - n - 1 verify
+flush      unix n - n 1000? 0 flush
+proxymap   unix - - n - - proxymap
+proxywrite unix - - n - 1 proxymap
+smtp       unix - - n - - smtp
+relay      unix - - n - - smtp
+showq      unix n - n - - showq
+error      unix - - n - - error
+retry      unix - - n - - error
+discard    unix - - n - - discard
+lmtp       unix - - n - - lmtp
+anvil      unix - - n - 1 anvil
+scache     unix - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+"""
+
+
+@pytest.mark.skipif(not os.path.exists(POSTFIX), reason="postfix is not installed")
+def test_postfix_delivers_over_lmtp(env, tmp_path):
+    base = tmp_path / "postfix"
+    conf, queue, data = base / "etc", base / "spool", base / "lib"
+    for d in (conf, queue, data):
+        d.mkdir(parents=True)
+    shutil.chown(data, "postfix", "postfix")
+    port = free_port()
+    (conf / "master.cf").write_text(POSTFIX_MASTER.format(port=port))
+    (conf / "main.cf").write_text(f"""
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+myhostname = mta.test.example
+mydomain = test.example
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+mydestination =
+relay_domains = acme.example
+transport_maps = inline:{{ acme.example=lmtp:inet:127.0.0.1:{env.srv.lmtp_port} }}
+smtpd_relay_restrictions = permit_mynetworks, reject
+mynetworks = 127.0.0.0/8
+maillog_file = {base}/maillog
+smtputf8_enable = no
+lmtp_destination_concurrency_limit = 4
+""")
+    pf = ["postfix", "-c", str(conf)]
+    cp = subprocess.run(pf + ["start"], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    try:
+        wait_until(lambda: port_open(port), 30, message="postfix listens")
+        for i in range(3):
+            sendmail(port, mail(f"via postfix {i}", f"relayed by postfix {i}",
+                                f"<pf-{i}@example.org>", sender="jane@example.org"),
+                     sender="jane@example.org")
+        for i in range(3):
+            wait_until(lambda i=i: msg_ticket(env.db, f"<pf-{i}@example.org>"), 60,
+                       message=f"postfix delivered message {i}")
+        log = (base / "maillog").read_text()
+        assert "status=sent" in log and "lmtp" in log
+    finally:
+        subprocess.run(pf + ["stop"], capture_output=True, timeout=60)
+        pid = base / "spool" / "pid" / "master.pid"
+        deadline = time.time() + 15
+        while pid.exists() and time.time() < deadline:
+            time.sleep(0.2)
+
+
+def port_open(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
