@@ -247,6 +247,7 @@ static void email_listed(sb_plugin_ctx_t *p, int status, const sb_channel_t *con
     em.listing = 0;
     if (em.stopping)
         return;
+    api->log(p, SB_LOG_DEBUG, "email channels listed: %zu (status %d)", n, status);
     if (status == 0) {
         email_list_adopt(chs, n);
         em.listed = 1;

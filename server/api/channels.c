@@ -113,7 +113,9 @@ static int channel_create(sb_http_req_t *req, void *data)
         "WITH c AS (INSERT INTO channels (tenant_id, type, name, settings, secrets, secret_names)"
         " VALUES (sb_tenant(), $1, $2, coalesce($3::jsonb, '{}'), $4::bytea,"
         "  coalesce(ARRAY(SELECT jsonb_array_elements_text($5::jsonb) ORDER BY 1), '{}'))"
-        " RETURNING *) SELECT sb_channel_json(c) FROM c";
+        " RETURNING *)"
+        /* Plugins that list channels (an SMTP listener) learn of it on commit. */
+        " SELECT sb_channel_json(c) FROM c, (SELECT pg_notify('switchboard_channels', '')) n";
     json_t *body = sb_http_req_json(req);
 
     if (sb_api_check(req, body, NULL, chan_create_fields) != 0)

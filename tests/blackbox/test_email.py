@@ -8,11 +8,13 @@ for machine mail, and agents' replies leave through the channel's relay
 import email
 import email.policy
 import os
+import pathlib
 import shutil
 import smtplib
 import socket
 import socketserver
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -152,8 +154,9 @@ def smtp_rcpt_ok(port, rcpt):
         return code == 250
 
 
-def swaks(port, *args, ok=True):
-    cp = subprocess.run([SWAKS, "--server", f"127.0.0.1:{port}", "--silent", "1"] + list(args),
+def swaks(port, *args, ok=True, quiet=True):
+    cp = subprocess.run([SWAKS, "--server", f"127.0.0.1:{port}"] + (["--silent", "1"] if quiet else [])
+                        + list(args),
                         capture_output=True, text=True, timeout=60)
     if ok:
         assert cp.returncode == 0, cp.stdout + cp.stderr
@@ -225,14 +228,14 @@ def test_swaks_attachment_is_stored_with_name_type_size_hash(env, tmp_path):
 def test_swaks_pipelined_session(env):
     cp = swaks(env.srv.smtp_port, "--pipeline", "--to", ADDRESS, "--from", "dave@example.org",
                "--header", "Subject: pipelined", "--header", "Message-Id: <pipe-1@example.org>",
-               "--body", "sent with PIPELINING", "--silent", "0")
+               "--body", "sent with PIPELINING", quiet=False)
     assert "PIPELINING" in cp.stdout
     assert msg_ticket(env.db, "<pipe-1@example.org>")
 
 
 def test_unknown_recipient_is_refused_with_550(env):
     cp = swaks(env.srv.smtp_port, "--to", "nobody@acme.example", "--from", "x@example.org",
-               "--silent", "0", ok=False)
+               ok=False, quiet=False)
     assert cp.returncode != 0 and "550 5.1.1" in cp.stdout
 
 
@@ -262,9 +265,15 @@ def test_lmtp_answers_per_recipient(env):
     second = new_channel(env, addresses=["help@beta.example"])
     wait_until(lambda: lmtp_rcpt_ok(env.srv.lmtp_port, "help@beta.example"), 20)
     raw = mail("two channels", "to both", "<lmtp-1@example.org>")
+    # smtplib's sendmail reads one reply after DATA; LMTP sends one per recipient.
     with smtplib.LMTP("127.0.0.1", env.srv.lmtp_port, timeout=30) as s:
-        refused = s.sendmail("x@example.org", [ADDRESS, "help@beta.example"], raw)
-    assert refused == {}
+        s.ehlo("test.example")
+        s.mail("x@example.org")
+        assert s.rcpt(ADDRESS)[0] == 250 and s.rcpt("help@beta.example")[0] == 250
+        first = s.data(raw)
+        then = s.getreply()
+    assert first[0] == 250 and ADDRESS.encode() in first[1]
+    assert then[0] == 250 and b"help@beta.example" in then[1]
     assert rows(env.db, "SELECT channel_id FROM messages WHERE external_id = '<lmtp-1@example.org>'"
                         " ORDER BY channel_id") == [[str(env.channel["id"])], [str(second["id"])]]
 
@@ -458,8 +467,17 @@ postlog    unix-dgram n - n - 1 postlogd
 
 
 @pytest.mark.skipif(not os.path.exists(POSTFIX), reason="postfix is not installed")
-def test_postfix_delivers_over_lmtp(env, tmp_path):
-    base = tmp_path / "postfix"
+def test_postfix_delivers_over_lmtp(env):
+    # Postfix's daemons run as user postfix: pytest's tmp_path (0700) is out of their reach.
+    top = tempfile.mkdtemp(prefix="sbpostfix.")
+    os.chmod(top, 0o755)
+    try:
+        postfix_lmtp(env, pathlib.Path(top))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def postfix_lmtp(env, base):
     conf, queue, data = base / "etc", base / "spool", base / "lib"
     for d in (conf, queue, data):
         d.mkdir(parents=True)
@@ -480,6 +498,7 @@ transport_maps = inline:{{ acme.example=lmtp:inet:127.0.0.1:{env.srv.lmtp_port} 
 smtpd_relay_restrictions = permit_mynetworks, reject
 mynetworks = 127.0.0.0/8
 maillog_file = {base}/maillog
+maillog_file_prefixes = {base}
 smtputf8_enable = no
 lmtp_destination_concurrency_limit = 4
 """)
@@ -511,3 +530,82 @@ def port_open(port):
             return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------
+# the corpus: real-world mail through the listener into the database
+# ---------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def corpus_dir():
+    """../shared/corpus/email: SWITCHBOARD_TEST_CORPUS (the corpus folder)
+    when set, else next to the checkout, else the workspace's."""
+    for top in (os.environ.get("SWITCHBOARD_TEST_CORPUS"),
+                os.path.join(ROOT, "..", "shared", "corpus"), "/work/shared/corpus"):
+        if top and os.path.isfile(os.path.join(top, "email", "EXPECTED.tsv")):
+            return os.path.join(top, "email")
+    return None
+
+
+CORPUS = corpus_dir()
+
+
+def expected():
+    with open(os.path.join(CORPUS, "EXPECTED.tsv"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    head = lines[0].split("\t")
+    return [dict(zip(head, line.split("\t"))) for line in lines[1:] if line.strip()]
+
+
+def squash(s):
+    return " ".join((s or "").replace("\\n", " ").split())
+
+
+@pytest.mark.skipif(CORPUS is None, reason="no email corpus")
+def test_corpus_through_the_listener(env):
+    # The corpus holds two pairs of messages that share a Message-ID: the
+    # second of each goes to another channel, where it is not a duplicate.
+    chans = [new_channel(env, addresses=[f"corpus{i}@acme.example"]) for i in (1, 2)]
+    for i in (1, 2):
+        wait_until(lambda i=i: smtp_rcpt_ok(env.srv.smtp_port, f"corpus{i}@acme.example"), 20)
+    seen = set()
+    for exp in expected():
+        with open(os.path.join(CORPUS, exp["file"]), "rb") as f:
+            raw = f.read()
+        mid = exp["message_id"]
+        to = "corpus2@acme.example" if mid and mid in seen else "corpus1@acme.example"
+        seen.add(mid)
+        # Every message is acknowledged, none refused, none crashes the server.
+        assert sendmail(env.srv.smtp_port, raw, rcpts=[to], sender="") == {}, exp["file"]
+    got = rows(env.db,
+        "SELECT m.external_id, translate(t.subject, E'\\n\\r|', '   '),"
+        " coalesce((SELECT i.value FROM customer_identities i"
+        "  WHERE i.tenant_id = t.tenant_id AND i.customer_id = t.customer_id AND i.kind = 'email'"
+        "  ORDER BY i.id LIMIT 1), ''),"
+        " (SELECT count(*) FROM attachments a WHERE a.tenant_id = m.tenant_id"
+        "  AND a.message_id = m.id), m.auto_submitted, t.status"
+        " FROM messages m JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
+        f" WHERE m.channel_id IN ({chans[0]['id']}, {chans[1]['id']}) AND m.direction = 'inbound'")
+    # Each message opened its own ticket (none answers another): one row each.
+    assert len(got) == len(expected()), [r[:3] for r in got]
+    for exp in expected():
+        name, mid = exp["file"], exp["message_id"]
+        if not mid:
+            continue
+        found = [r for r in got if r[0] == mid]
+        assert found, f"{name}: no message stored under {mid}"
+        match = [r for r in found
+                 if (not exp["subject_utf8"] or squash(r[1]) == squash(exp["subject_utf8"]))
+                 and (not exp["from_addr"] or r[2] == exp["from_addr"].lower())
+                 and int(r[3]) == int(exp["n_attachments"])]
+        assert match, f"{name}: expected {exp}, stored {found}"
+    # The machine mail among them opened nothing: kept on closed tickets.
+    assert all(r[5] == "closed" for r in got if r[4] == "t")
+    # Russian and Arabic words are found by the tickets search.
+    for word in ("поживаешь", "Вопрос", "عميلنا"):
+        items = expect(env.adm.get(f"tenants/{T}/tickets", params={"q": word}), 200)["items"] + \
+            expect(env.adm.get(f"tenants/{T}/tickets", params={"q": word, "status": "closed"}),
+                   200)["items"]
+        assert items, word
