@@ -253,6 +253,17 @@ def test_plugin_built_for_abi_1_1_still_works(database, start_server):
     assert status == 404
 
 
+def test_plugin_built_for_abi_1_2_has_no_threading_members_read(database, start_server):
+    """A 1.2 message ends at channel_id: what follows it (shaped like 1.3's
+    references, ticket number, machine-sent flag) is never read, and the
+    message opens an ordinary ticket."""
+    old_plugin_posted(database, start_server, "abi_1_2", "old12", b"from a 1.2 plugin")
+    assert psql(database, "SELECT m.body_text, m.auto_submitted, m.quote_at IS NULL, t.status"
+                          " FROM messages m JOIN tickets t ON t.id = m.ticket_id"
+                          " WHERE m.channel = 'abi_1_2'").strip() == \
+        "from a 1.2 plugin|f|t|new"
+
+
 def test_plugin_built_for_abi_1_0_has_no_attachments_read(database, start_server):
     """A 1.0 message ends at html: what lies after it in the plugin's memory
     (here, something shaped like an attachment list) is never read."""
