@@ -531,7 +531,10 @@ static void email_imap_answer(email_poll_t *ep, int rc)
 static void email_imap_stored(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r,
                               void *data)
 {
-    email_imap_answer(data, status);
+    email_poll_t *ep = data;
+    if (status == 0 && r && r->duplicate)
+        api->log(p, SB_LOG_DEBUG, "mail of channel %s fetched again: stored before", ep->key);
+    email_imap_answer(ep, status);
 }
 
 static void email_imap_message(sb_imap_poll_t *poll, uint32_t uid, const char *raw, size_t len,

@@ -609,3 +609,59 @@ def test_corpus_through_the_listener(env):
             expect(env.adm.get(f"tenants/{T}/tickets", params={"q": word, "status": "closed"}),
                    200)["items"]
         assert items, word
+
+
+# ---------------------------------------------------------------------------
+# IMAP: a real Dovecot, across restarts of both sides
+# ---------------------------------------------------------------------------
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dovecot"), reason="dovecot is not installed")
+def test_imap_fetches_each_message_once_across_restarts(database, start_server, tmp_path):
+    from mailpeers import Dovecot
+
+    datadir = tempfile.mkdtemp(prefix="sbdata.")     # the same sealing key after a restart
+    env = {"SWITCHBOARD_DATA_DIR": datadir, "SWITCHBOARD_EMAIL_IMAP_INTERVAL": "1",
+           "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}"}
+
+    def stored():
+        return rows(database, "SELECT external_id, count(*) FROM messages"
+                              " WHERE direction = 'inbound' GROUP BY 1 ORDER BY 1")
+
+    def want(n):
+        return [[f"<imap-{i}@example.org>", "1"] for i in sorted(range(1, n + 1), key=str)]
+
+    try:
+        with Dovecot(tmp_path, user="support", password="imap-secret") as dc:
+            srv = start_server(database, env=env)
+            cli_tenant(database, T, "Acme Mail")
+            cli_agent(database, "adm@mail.example", T, "admin")
+            adm = api_login(srv, "adm@mail.example")
+            ch = expect(adm.post(f"tenants/{T}/channels", {
+                "type": "email", "name": "imap",
+                "settings": {"address": "imap@acme.example",
+                             "imap": {"url": dc.url, "username": "support", "after": "seen"}},
+                "secrets": {"imap_password": "imap-secret"}}), 201)
+            for i in (1, 2, 3):
+                dc.deliver(mail(f"imap {i}", f"fetched {i}", f"<imap-{i}@example.org>"))
+            wait_until(lambda: stored() == want(3), 30, message="three messages fetched")
+            wait_until(lambda: '"last_uid": 3' in psql(
+                database, f"SELECT state FROM channels WHERE id = {ch['id']}"), 10,
+                message="the mailbox's position saved")
+            # Switchboard restarts; mail arrives meanwhile.
+            srv.stop()
+            for i in (4, 5):
+                dc.deliver(mail(f"imap {i}", f"fetched {i}", f"<imap-{i}@example.org>"))
+            srv = start_server(database, env=env, migrate=False)
+            wait_until(lambda: stored() == want(5), 30, message="the two new ones fetched")
+            # Dovecot restarts; mail arrives while it is down and after.
+            dc.stop()
+            dc.deliver(mail("imap 6", "fetched 6", "<imap-6@example.org>"))
+            time.sleep(2)
+            dc.start()
+            dc.deliver(mail("imap 7", "fetched 7", "<imap-7@example.org>"))
+            wait_until(lambda: stored() == want(7), 40, message="every message fetched")
+            assert len(dc.uids()) == 7
+            assert all("\\Seen" in f for f in dc.flags().values())
+            assert "fetched again" not in srv.log_text()
+    finally:
+        shutil.rmtree(datadir, ignore_errors=True)
