@@ -800,6 +800,7 @@ static void email_stop(sb_plugin_ctx_t *p)
     em.channels = NULL;
     em.mailboxes = NULL;
     em.listed = 0;
+    sb_mail_shutdown();
 }
 
 static int email_init(sb_plugin_ctx_t *p, const sb_host_api_t *host)

@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <iconv.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +35,6 @@
  * Library setup
  *=======================================================================*/
 
-static pthread_once_t mime_once = PTHREAD_ONCE_INIT;
 static GMimeParserOptions *mime_popts;
 
 static void mime_init_once(void)
@@ -58,9 +56,22 @@ static void mime_init_once(void)
     g_mime_parser_options_set_fallback_charsets(mime_popts, fallback);
 }
 
+/* Each process of the plugin is single-threaded: a flag is enough, and
+ * unlike a pthread_once it allows initialising again after a shutdown. */
 static void mime_init(void)
 {
-    pthread_once(&mime_once, mime_init_once);
+    if (mime_popts == NULL)
+        mime_init_once();
+}
+
+void sb_mail_shutdown(void)
+{
+    if (mime_popts == NULL)
+        return;
+    g_mime_parser_options_free(mime_popts);
+    mime_popts = NULL;
+    g_mime_shutdown();
+    xmlCleanupParser();
 }
 
 /*=========================================================================

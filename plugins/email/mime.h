@@ -68,6 +68,14 @@ int sb_mail_parse(const char *raw, size_t len, sb_mail_t **out);
 void sb_mail_free(sb_mail_t *m);
 
 /*
+ * Releases GMime's global state, set up by the first parse or build.  Call
+ * before the library can be unloaded (a plugin's stop): what its globals
+ * point to would otherwise be lost.  A later call to any function here sets
+ * it up again.
+ */
+void sb_mail_shutdown(void);
+
+/*
  * The ticket number a subject names with the tag format fmt, whose
  * "{number}" stands for the digits (e.g. "[#{number}]", the default when
  * fmt is NULL); 0 when there is none.  The last tag in the subject wins.
