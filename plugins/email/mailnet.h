@@ -16,6 +16,12 @@ typedef struct sb_mailnet sb_mailnet_t;
 /* One libcurl multi handle on loop.  Returns 0 with *out, or SB_ENOMEM. */
 int sb_mailnet_open(uv_loop_t *loop, sb_mailnet_t **out);
 /* Cancels every transfer (their callbacks run with SB_ECLOSED) and frees n. */
+/*
+ * A relay's callback gets SB_RETRY with "shutting down" (its result is not
+ * an error code).  n is freed once its handles have closed, so the loop can
+ * end.  libcurl says LOGOUT/QUIT on its cached connections, and waits
+ * for the reply, before this returns.  Callbacks may call this.
+ */
 void sb_mailnet_close(sb_mailnet_t *n);
 
 /* ======================== SMTP relay ======================== */
@@ -85,6 +91,12 @@ int sb_imap_poll(sb_mailnet_t *n, const sb_imap_account_t *acct, uint32_t uidval
                  uint32_t last_uid, unsigned max, sb_imap_message_cb on_message,
                  sb_imap_done_cb done, void *data);
 
+/*
+ * The owner's answer to on_message (see sb_imap_message_cb).  done may run
+ * before this returns, when nothing is left to ask the server.  Once done
+ * has run (sb_mailnet_close runs it with SB_ECLOSED, even while a message
+ * waits for this call), poll and the message are gone: do not call this.
+ */
 void sb_imap_stored(sb_imap_poll_t *poll, int rc);
 
 #endif
