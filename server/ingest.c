@@ -45,8 +45,10 @@ static const char sql_tenant[] =
  * quoted history starts (characters, or NULL).  The statement is a no-op
  * when the tenant was not found (sb_tenant() is NULL).
  *
- * The ticket: the one holding the first message it answers (followed
- * through a merge), else the one it names if that is the sender's, else
+ * The ticket: the one holding the first message it answers if that is
+ * the sender's (whoever knows a Message-ID must not write into another
+ * customer's ticket; a machine's bounce or auto-reply joins any), followed
+ * through a merge, else the one it names if that is the sender's, else
  * the open one of its thread; a closed one is joined only by machine mail.
  * Machine mail never opens a ticket: with none to join it is kept (and
  * searchable) on a new ticket that is closed from the start, tagged
@@ -66,6 +68,7 @@ static const char sql_ingest[] =
     "  JOIN messages m ON m.tenant_id = sb_tenant() AND m.channel = $1"
     "   AND coalesce(m.channel_id, 0) = coalesce($10::bigint, 0) AND m.external_id = refs.id"
     "  JOIN tickets t ON t.tenant_id = m.tenant_id AND t.id = m.ticket_id"
+    "  WHERE $13::boolean OR t.customer_id = (SELECT customer_id FROM ident)"
     "  ORDER BY refs.n LIMIT 1),"
     " hint_t AS (SELECT coalesce(t.merged_into, t.id) AS id FROM tickets t"
     "  WHERE t.tenant_id = sb_tenant() AND $12::bigint IS NOT NULL AND t.number = $12::bigint"

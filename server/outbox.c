@@ -92,6 +92,7 @@ static void outbox_dispatch_row(const PGresult *r, int i)
     job->msg.subject = COL(7);
     job->msg.in_reply_to = COL(8);
     job->msg.references = COL(9);
+    job->msg.auto_generated = strcmp(PQgetvalue(r, i, 16), "t") == 0;
 #undef COL
     job->msg.ticket = atoll(PQgetvalue(r, i, 5));
     job->msg.message = atoll(PQgetvalue(r, i, 6));

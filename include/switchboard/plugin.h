@@ -144,8 +144,9 @@ typedef struct sb_inbound {
      * The external ids of messages this one answers (an email's
      * In-Reply-To and References), most relevant first, NULL-terminated;
      * or NULL.  The first that names a message of this channel instance
-     * (inbound, or one of our replies by the id send_report gave) picks
-     * the ticket, before ticket_hint and thread_key.
+     * (inbound, or one of our replies by the id send_report gave) on a
+     * ticket of this sender (of anyone's, for machine-sent mail) picks the
+     * ticket, before ticket_hint and thread_key.
      */
     const char *const *references;
     /* A ticket number the sender named (an email subject's tag), or 0.
@@ -154,8 +155,9 @@ typedef struct sb_inbound {
     /*
      * 1: sent by a machine (an auto-reply, a bounce, list mail).  Stored on
      * the ticket it answers, even a closed one, without reopening it; it
-     * never opens a ticket (with none to join it is acknowledged and not
-     * stored) and never gets an automatic answer.
+     * never opens a ticket (with none to join it is kept on a new ticket
+     * that is closed from the start, tagged auto-submitted) and never gets
+     * an automatic answer.
      */
     int auto_submitted;
     /* Bytes of text before its quoted history (0: none); shown folded. */
@@ -215,11 +217,14 @@ typedef struct sb_outbound {
     const sb_channel_t *instance;
 
     /* ---- ABI 1.3 (email) ---- */
-    const char *subject; /* the ticket's subject */
-    const char
-        *in_reply_to; /* external id of the ticket's last inbound message before this, or NULL */
-    const char
-        *references; /* the ticket's last external ids, oldest first, space-separated, or NULL */
+    /* The ticket's subject. */
+    const char *subject;
+    /* The external id of the ticket's last inbound message before this, or NULL. */
+    const char *in_reply_to;
+    /* The ticket's last external ids, oldest first, space-separated, or NULL. */
+    const char *references;
+    /* 1: no agent wrote it (a rule's reply, a survey). */
+    int auto_generated;
 } sb_outbound_t;
 
 enum { SB_SENT = 0, SB_RETRY = 1, SB_FAILED = 2 };

@@ -230,6 +230,7 @@ static void email_list(void);
 
 static void email_list_tick(sb_plugin_ctx_t *p, void *data)
 {
+    api->timer_stop(p, em.list_timer); /* a one-shot timer is released by its stop */
     em.list_timer = NULL;
     email_list();
 }
@@ -361,6 +362,12 @@ static email_msg_t *email_msg_new(const char *raw, size_t len)
     return m;
 }
 
+/* Whether s can key a customer's email identity: present, UTF-8, at most 320 bytes. */
+static int email_sender_ok(const char *s)
+{
+    return s && s[0] && strlen(s) <= 320 && g_utf8_validate(s, -1, NULL);
+}
+
 /* The message as the host stores it for channel c (borrowing from m). */
 static void email_inbound(const email_msg_t *m, const email_channel_t *c, const char *envelope_from,
                           sb_inbound_t *in)
@@ -369,8 +376,9 @@ static void email_inbound(const email_msg_t *m, const email_channel_t *c, const 
     const char *tag = json_string_value(json_object_get(c->settings, "ticket_tag"));
     const char *from = mail->from_addr;
 
-    if (from == NULL || from[0] == '\0')
-        from = envelope_from && envelope_from[0] ? envelope_from : "unknown@invalid";
+    /* A sender the host could not key a customer by would refuse the whole message. */
+    if (!email_sender_ok(from))
+        from = email_sender_ok(envelope_from) ? envelope_from : "unknown@invalid";
     memset(in, 0, sizeof(*in));
     in->tenant = c->tenant;
     in->channel = "email";
@@ -399,11 +407,24 @@ static int email_rcpt(const char *addr, void *data)
     return email_channel_for(addr) ? 0 : SB_ENOENT;
 }
 
-/* One recipient's ingest in flight. */
+/*
+ * One ingest in flight: the message for one channel, which answers every
+ * recipient of the message that the channel owns (one copy is stored
+ * however many of its addresses were named).
+ */
 typedef struct {
     sb_smtpd_tx_t *tx;
-    size_t i;
+    size_t *rcpts;
+    size_t n;
 } email_rcpt_t;
+
+static void email_answer(email_rcpt_t *er, int rc)
+{
+    for (size_t k = 0; k < er->n; k++)
+        sb_smtpd_result(er->tx, er->rcpts[k], rc);
+    free(er->rcpts);
+    free(er);
+}
 
 /* What an ingest's status means to the sending MTA. */
 static int email_smtp_rc(int status)
@@ -415,38 +436,54 @@ static int email_smtp_rc(int status)
 
 static void email_stored(sb_plugin_ctx_t *p, int status, const sb_ingest_result_t *r, void *data)
 {
-    email_rcpt_t *er = data;
-    if (status == 0 && r && r->ticket == 0)
-        api->log(p, SB_LOG_INFO, "machine-sent mail answers no ticket: acknowledged, not stored");
-    sb_smtpd_result(er->tx, er->i, email_smtp_rc(status));
-    free(er);
+    email_answer(data, email_smtp_rc(status));
+}
+
+/* The recipients from first on that channel c owns, marked handled. */
+static email_rcpt_t *email_rcpts_of(sb_smtpd_tx_t *tx, email_channel_t *const *chans, size_t n,
+                                    size_t first, char *handled)
+{
+    email_rcpt_t *er = calloc(1, sizeof(*er));
+    er->tx = tx;
+    er->rcpts = calloc(n, sizeof(*er->rcpts));
+    for (size_t j = first; j < n; j++) {
+        if (!handled[j] && chans[j] == chans[first]) {
+            er->rcpts[er->n++] = j;
+            handled[j] = 1;
+        }
+    }
+    return er;
 }
 
 static void email_message(sb_smtpd_tx_t *tx, const char *from, const char *const *rcpts,
                           size_t nrcpts, const char *raw, size_t len, void *data)
 {
     email_msg_t *m = email_msg_new(raw, len);
+    email_channel_t **chans = calloc(nrcpts + 1, sizeof(*chans));
+    char *handled = calloc(nrcpts + 1, 1);
     sb_inbound_t in;
 
+    for (size_t i = 0; i < nrcpts; i++)
+        chans[i] = m ? email_channel_for(rcpts[i]) : NULL;
     for (size_t i = 0; i < nrcpts; i++) {
-        email_channel_t *c = m ? email_channel_for(rcpts[i]) : NULL;
-        if (c == NULL) {
+        if (handled[i])
+            continue;
+        if (chans[i] == NULL) {
+            handled[i] = 1;
             sb_smtpd_result(tx, i, m ? SB_ENOENT : SB_EUNAVAILABLE);
             continue;
         }
-        email_inbound(m, c, from, &in);
-        email_rcpt_t *er = malloc(sizeof(*er));
-        er->tx = tx;
-        er->i = i;
+        email_rcpt_t *er = email_rcpts_of(tx, chans, nrcpts, i, handled);
+        email_inbound(m, chans[i], from, &in);
         int rc = api->ingest(em.ctx, &in, email_stored, er); /* copies in */
-        if (rc != 0) {
-            if (rc == SB_EINVAL)
-                api->log(em.ctx, SB_LOG_WARNING, "mail %s for %s cannot be stored", m->external_id,
-                         rcpts[i]);
-            free(er);
-            sb_smtpd_result(tx, i, email_smtp_rc(rc));
-        }
+        if (rc == SB_EINVAL)
+            api->log(em.ctx, SB_LOG_WARNING, "mail %s for %s cannot be stored", m->external_id,
+                     rcpts[i]);
+        if (rc != 0)
+            email_answer(er, email_smtp_rc(rc));
     }
+    free(chans);
+    free(handled);
     if (m)
         email_msg_free(m);
 }
@@ -543,9 +580,23 @@ static void email_imap_message(sb_imap_poll_t *poll, uint32_t uid, const char *r
     email_poll_t *ep = data;
     email_channel_t c = {
         .tenant = ep->tenant, .id = ep->id, .key = ep->key, .settings = ep->settings};
-    email_msg_t *m = email_msg_new(raw, len);
+    email_msg_t *m;
     sb_inbound_t in;
+    char note[400];
 
+    /* Too large to fetch: a note of it becomes the message, so that someone
+     * looks in the mailbox (where it stays) instead of it being passed over. */
+    if (raw == NULL) {
+        snprintf(note, sizeof(note),
+                 "From: Switchboard <mailbox@invalid>\r\nSubject: A message too large to fetch"
+                 "\r\nMessage-ID: <too-large.%u.%s@mailbox.invalid>\r\n\r\nThe mailbox of "
+                 "this channel holds a message of %zu bytes (IMAP UID %u), more than can be "
+                 "fetched. It was left in the mailbox.\r\n",
+                 uid, ep->key, len, uid);
+        raw = note;
+        len = strlen(note);
+    }
+    m = email_msg_new(raw, len);
     ep->poll = poll;
     ep->storing = 1;
     if (m == NULL) {
@@ -698,6 +749,7 @@ static int email_send_built(const sb_outbound_t *msg, json_t *settings, const ch
         .references = msg->references,
         .text = msg->text ? msg->text : "",
         .html = msg->html,
+        .auto_replied = msg->auto_generated,
     };
     sb_relay_t relay;
     const char *rcpts[2] = {msg->identity_value, NULL};

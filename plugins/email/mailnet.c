@@ -566,7 +566,8 @@ typedef enum imap_step {
 
 typedef struct imap_msg {
     uint32_t uid;
-    int seen; /* \Seen before the poll fetched it */
+    int seen;     /* \Seen before the poll fetched it */
+    guint64 size; /* RFC822.SIZE, 0 when the server did not say */
 } imap_msg_t;
 
 struct sb_imap_poll {
@@ -744,6 +745,7 @@ static int imap_parse_fetch(const char *s, imap_msg_t *m)
     s += 8;
     m->uid = 0;
     m->seen = 0;
+    m->size = 0;
     while (*s && *s != ')' && *s != '\r' && *s != '\n') {
         if (*s == ' ') {
             s++;
@@ -753,6 +755,10 @@ static int imap_parse_fetch(const char *s, imap_msg_t *m)
             if (end == s + 4 || v == 0 || v > UINT32_MAX)
                 return 0;
             m->uid = (uint32_t)v;
+            s = end;
+        } else if (g_ascii_strncasecmp(s, "RFC822.SIZE ", 12) == 0) {
+            char *end;
+            m->size = g_ascii_strtoull(s + 12, &end, 10);
             s = end;
         } else if (g_ascii_strncasecmp(s, "FLAGS (", 7) == 0) {
             const char *close = strchr(s + 7, ')');
@@ -822,8 +828,8 @@ static void poll_selected(sb_imap_poll_t *p, CURLcode rc)
         poll_finish(p, 0, NULL);
         return;
     }
-    poll_command(p, IMAP_LIST, p->box_url, "UID FETCH %" G_GUINT32_FORMAT ":* (UID FLAGS)",
-                 p->last_uid + 1);
+    poll_command(p, IMAP_LIST, p->box_url,
+                 "UID FETCH %" G_GUINT32_FORMAT ":* (UID FLAGS RFC822.SIZE)", p->last_uid + 1);
 }
 
 static void poll_listed(sb_imap_poll_t *p, CURLcode rc)
@@ -852,6 +858,14 @@ static void poll_next(sb_imap_poll_t *p)
 
 static void poll_fetch(sb_imap_poll_t *p)
 {
+    imap_msg_t *m = poll_current(p);
+    /* Too large to fetch: the owner hears of it (raw NULL) instead of the
+     * mailbox stopping at it for ever. */
+    if (m->size > MAILNET_MAX_OUTPUT) {
+        p->step = IMAP_STORED;
+        p->on_message(p, m->uid, NULL, (size_t)m->size, p->data);
+        return;
+    }
     char *url = g_strdup_printf("%s;UIDVALIDITY=%" G_GUINT32_FORMAT "/;UID=%" G_GUINT32_FORMAT,
                                 p->box_url, p->uidvalidity, poll_current(p)->uid);
     poll_command(p, IMAP_FETCH, url, NULL);

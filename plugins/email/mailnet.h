@@ -64,7 +64,10 @@ typedef struct sb_imap_account {
 typedef struct sb_imap_poll sb_imap_poll_t;
 
 /*
- * A fetched message (raw, borrowed until sb_imap_stored).  The owner
+ * A fetched message (raw, borrowed until sb_imap_stored); or, with raw
+ * NULL, one larger than 64 MiB that was not fetched (len is its size): the
+ * owner may store a note of it in its place, and sb_imap_stored(0) goes on
+ * past it (it stays in the mailbox, marked as the account says).  The owner
  * stores it and calls sb_imap_stored(poll, rc) once: 0 (committed: mark it
  * as the account says, go on) or an error (stop this poll; the message is
  * fetched again next time).

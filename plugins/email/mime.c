@@ -1156,6 +1156,12 @@ static int mime_header_is(GMimeObject *obj, const char *name, const char *const 
     return hit;
 }
 
+/*
+ * Subjects that only auto-responders write (Outlook's "Automatic reply:",
+ * its older "Out of Office AutoReply:", ...).  Bounce-like words ("delivery
+ * failure", "failure notice") are left to the sender and header rules: a
+ * customer may well write "Delivery failure - my parcel never came".
+ */
 static int mime_subject_is_auto(const char *subject)
 {
     static const char *const prefixes[] = {"automatic reply:",
@@ -1164,17 +1170,9 @@ static int mime_subject_is_auto(const char *subject)
                                            "auto-reply:",
                                            "auto response:",
                                            "autoresponse:",
-                                           "out of office",
-                                           "out of the office",
-                                           "undeliverable:",
-                                           "undelivered mail",
-                                           "delivery status notification",
-                                           "mail delivery failed",
-                                           "returned mail:",
-                                           "failure notice",
-                                           "delivery failure",
-                                           "abwesenheitsnotiz",
-                                           "automatische antwort"};
+                                           "out of office autoreply:",
+                                           "abwesenheitsnotiz:",
+                                           "automatische antwort:"};
     if (subject == NULL)
         return 0;
     while (g_ascii_isspace(*subject))
@@ -1531,7 +1529,7 @@ static void mime_build_headers(GMimeMessage *msg, const sb_mail_reply_t *r)
         g_mime_object_set_header(obj, "In-Reply-To", r->in_reply_to, NULL);
     if (r->references != NULL && *r->references != '\0')
         g_mime_object_set_header(obj, "References", r->references, NULL);
-    g_mime_object_set_header(obj, "Auto-Submitted", "no", NULL);
+    g_mime_object_set_header(obj, "Auto-Submitted", r->auto_replied ? "auto-replied" : "no", NULL);
     g_free(from_name);
     g_free(to_name);
     g_free(subject);

@@ -95,11 +95,14 @@ typedef struct sb_mail_reply {
     const char *references;            /* "<a@h> <b@h>" or NULL */
     const char *text;                  /* the text part */
     const char *html;                  /* the HTML part; NULL: made from text (escaped, <br>) */
+    int auto_replied;                  /* 1: written by no one, not by an agent */
 } sb_mail_reply_t;
 
 /*
  * The reply as a message ready for SMTP: Date, From, To, Subject (RFC 2047
- * where needed), Message-ID, In-Reply-To, References, Auto-Submitted: no,
+ * where needed), Message-ID, In-Reply-To, References, Auto-Submitted ("no",
+ * or "auto-replied" (RFC 3834) for auto_replied, so that no other
+ * responder answers it),
  * MIME-Version, multipart/alternative of text/plain and text/html in
  * UTF-8 (quoted-printable), CRLF line ends.  Returns 0 with *out (free())
  * and *len, or SB_EINVAL (a missing address) / SB_ENOMEM.

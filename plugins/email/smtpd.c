@@ -284,25 +284,33 @@ static void tx_reply_one(smtpd_conn_t *c, sb_smtpd_tx_t *tx, size_t i)
     }
 }
 
-/* SMTP: one reply for the message, the first failure if any. */
+/*
+ * SMTP: one reply for the message.  A recipient that failed for now makes
+ * it 451 whatever the others did: the client then sends again, the
+ * recipients that stored it see a duplicate, and the one that failed gets
+ * its copy.  A 5xx (the first permanent failure) only when no failure was
+ * temporary, which a retry would not change.
+ */
 static void tx_reply_all(smtpd_conn_t *c, sb_smtpd_tx_t *tx)
 {
+    size_t permanent = tx->nrcpts;
+
     for (size_t i = 0; i < tx->nrcpts; i++) {
-        switch (tx->rc[i]) {
-        case 0:
+        if (tx->rc[i] == 0)
             continue;
-        case SB_EINVAL:
-            conn_reply(c, "554 5.6.0 Error: message content rejected");
-            return;
-        case SB_ENOENT:
-            conn_reply(c, "550 5.1.1 <%s> Error: recipient unknown", tx->rcpts[i]);
-            return;
-        default:
+        if (tx->rc[i] != SB_EINVAL && tx->rc[i] != SB_ENOENT) {
             conn_reply(c, "451 4.3.0 Error: temporary failure, try again later");
             return;
         }
+        if (permanent == tx->nrcpts)
+            permanent = i;
     }
-    conn_reply(c, "250 2.0.0 Ok: queued as %s", tx->id);
+    if (permanent == tx->nrcpts)
+        conn_reply(c, "250 2.0.0 Ok: queued as %s", tx->id);
+    else if (tx->rc[permanent] == SB_EINVAL)
+        conn_reply(c, "554 5.6.0 Error: message content rejected");
+    else
+        conn_reply(c, "550 5.1.1 <%s> Error: recipient unknown", tx->rcpts[permanent]);
 }
 
 void sb_smtpd_result(sb_smtpd_tx_t *tx, size_t i, int rc)

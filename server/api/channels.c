@@ -27,7 +27,7 @@ static sb_api_op_t *chan_op(sb_http_req_t *req, int status, const char *sql, int
     sb_buf_t *sealed = sb_pool_calloc(sb_http_req_pool(req), sizeof(*sealed));
     sb_pool_cleanup_add(sb_http_req_pool(req), chan_sealed_free, sealed);
     op->data = sealed;
-    op->conflict = "a channel with this name exists";
+    op->conflict = "a channel with this name, or one with one of these email addresses, exists";
     return op;
 }
 

@@ -85,13 +85,15 @@ CREATE FUNCTION sb_channel_state_save(p_tenant text, p_id bigint, p_state jsonb)
 
 -- The claim now also carries what a reply by email needs to thread in the
 -- customer's mail client: the ticket's subject, the Message-ID it answers
--- (the ticket's latest inbound message's) and the ticket's last ids.
+-- (the ticket's latest inbound message's) and the ticket's last ids; and
+-- whether no agent wrote it (a rule's reply: mail marks it auto-replied).
 DROP FUNCTION sb_outbox_claim(text[], integer, integer);
 CREATE FUNCTION sb_outbox_claim(p_channels text[], p_limit integer, p_lease_seconds integer)
     RETURNS TABLE (tenant_id bigint, outbox_id bigint, attempts integer, channel text,
                    tenant text, ticket bigint, message_id bigint, thread_key text,
                    identity_kind text, identity_value text, body_text text, body_html text,
-                   channel_id bigint, subject text, in_reply_to text, refs text)
+                   channel_id bigint, subject text, in_reply_to text, refs text,
+                   auto_generated boolean)
     LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public, pg_temp
     AS $$
     WITH due AS (
@@ -113,7 +115,8 @@ CREATE FUNCTION sb_outbox_claim(p_channels text[], p_limit integer, p_lease_seco
                 SELECT x.id, x.external_id FROM messages x
                 WHERE x.tenant_id = t.tenant_id AND x.ticket_id = t.id
                   AND x.external_id IS NOT NULL AND x.id < m.id
-                ORDER BY x.id DESC LIMIT 20) r)
+                ORDER BY x.id DESC LIMIT 20) r),
+           m.author_agent_id IS NULL
     FROM claimed c
     JOIN tenants tn ON tn.id = c.tenant_id
     JOIN messages m ON m.tenant_id = c.tenant_id AND m.id = c.message_id
@@ -157,3 +160,47 @@ CREATE OR REPLACE FUNCTION sb_rule_event_snapshot(e rule_events) RETURNS jsonb
         'sla', (SELECT jsonb_build_object('policy', s.policy, 'state', s.state)
                 FROM ticket_sla s WHERE s.tenant_id = e.tenant_id AND s.ticket_id = e.ticket_id))
     $$;
+
+-- An email address belongs to one active channel of one tenant: the SMTP
+-- listener serves every tenant, and a second claim would take the first
+-- owner's mail.  Kept by a trigger (the table is not the tenants' to read).
+CREATE TABLE channel_addresses (
+    address    text PRIMARY KEY CHECK (address = lower(address)),
+    tenant_id  bigint NOT NULL,
+    channel_id bigint NOT NULL,
+    FOREIGN KEY (tenant_id, channel_id) REFERENCES channels ON DELETE CASCADE
+);
+CREATE INDEX channel_addresses_channel ON channel_addresses (tenant_id, channel_id);
+
+-- The addresses an email channel's settings claim, lower-cased.
+CREATE FUNCTION sb_channel_addresses_of(p_settings jsonb) RETURNS SETOF text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT DISTINCT lower(a) FROM jsonb_array_elements_text(
+        CASE jsonb_typeof(p_settings -> 'address')
+            WHEN 'array' THEN p_settings -> 'address'
+            WHEN 'string' THEN jsonb_build_array(p_settings -> 'address')
+            ELSE '[]' END) AS a
+    $$;
+
+CREATE FUNCTION sb_channel_addresses_sync() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+    AS $$
+BEGIN
+    DELETE FROM channel_addresses WHERE tenant_id = NEW.tenant_id AND channel_id = NEW.id;
+    IF NEW.type = 'email' AND NEW.active THEN
+        -- A unique violation here refuses the change (the API's 409).
+        INSERT INTO channel_addresses (address, tenant_id, channel_id)
+        SELECT a, NEW.tenant_id, NEW.id FROM sb_channel_addresses_of(NEW.settings) AS a;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER channels_addresses AFTER INSERT OR UPDATE OF settings, active ON channels
+    FOR EACH ROW EXECUTE FUNCTION sb_channel_addresses_sync();
+
+-- Channels made before: the first claim of an address keeps it.
+INSERT INTO channel_addresses (address, tenant_id, channel_id)
+SELECT a, c.tenant_id, c.id FROM channels c, sb_channel_addresses_of(c.settings) AS a
+WHERE c.type = 'email' AND c.active ORDER BY c.created_at, c.id
+ON CONFLICT (address) DO NOTHING;

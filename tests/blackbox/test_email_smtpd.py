@@ -349,13 +349,16 @@ def test_failed_results_after_data(smtpd):
         for rcpts, want in ((["fail@example.com"], (451, b"4.3.0")),
                             (["ok@example.com", "fail@example.com"], (451, b"4.3.0")),
                             (["bad@example.com"], (554, b"5.6.0")),
+                            # A temporary failure wins over a permanent one:
+                            # the retry gives the failed recipient its copy.
+                            (["bad@example.com", "fail@example.com"], (451, b"4.3.0")),
                             (["ok@example.com", "slow@example.com"], (250, b"2.0.0"))):
             assert s.mail("sender@example.com")[0] == 250
             for r in rcpts:
                 assert s.rcpt(r)[0] == 250
             code, text = s.data(simple_message())
             assert (code, text[:5]) == want, (rcpts, code, text)
-    assert len(drv.files()) == 4
+    assert len(drv.files()) == 5
 
 
 def test_too_many_recipients_452(smtpd):
