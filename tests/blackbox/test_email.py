@@ -756,3 +756,35 @@ def test_imap_fetches_each_message_once_across_restarts(database, start_server, 
                                  " WHERE external_id = '<imap-huge@example.org>'") == "0"
     finally:
         shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dovecot"), reason="dovecot is not installed")
+def test_imap_channels_are_shared_out_among_workers(database, start_server, tmp_path):
+    """Two workers, two channels reading one mailbox: each channel is
+    polled by one worker only, so each stores every message once and no
+    worker fetches what another already stored."""
+    from mailpeers import Dovecot
+
+    with Dovecot(tmp_path, user="support", password="imap-secret") as dc:
+        srv = start_server(database, workers=2, env={
+            "SWITCHBOARD_EMAIL_IMAP_INTERVAL": "1",
+            "SWITCHBOARD_SMTP_LISTEN": f"127.0.0.1:{free_port()}"})
+        cli_tenant(database, T, "Acme Mail")
+        cli_agent(database, "adm@mail.example", T, "admin")
+        adm = api_login(srv, "adm@mail.example")
+        chans = [expect(adm.post(f"tenants/{T}/channels", {
+            "type": "email", "name": f"imap {i}",
+            "settings": {"address": f"imap{i}@acme.example",
+                         "imap": {"url": dc.url, "username": "support", "after": "none"}},
+            "secrets": {"imap_password": "imap-secret"}}), 201) for i in (1, 2)]
+        for i in range(1, 6):
+            dc.deliver(mail(f"shared {i}", f"shared {i}", f"<shared-{i}@example.org>"))
+
+        def per_channel():
+            return rows(database, "SELECT channel_id, count(*), count(DISTINCT external_id)"
+                                  " FROM messages WHERE direction = 'inbound' GROUP BY 1 ORDER BY 1")
+        want = [[str(c["id"]), "5", "5"] for c in chans]
+        wait_until(lambda: per_channel() == want, 40, message="both channels fetched all five")
+        time.sleep(3)    # a few more polls of each
+        assert per_channel() == want
+        assert "fetched again" not in srv.log_text()
