@@ -541,25 +541,22 @@ postlog    unix-dgram n - n - 1 postlogd
 """
 
 
-@pytest.mark.skipif(not os.path.exists(POSTFIX), reason="postfix is not installed")
-def test_postfix_delivers_over_lmtp(env):
-    # Postfix's daemons run as user postfix: pytest's tmp_path (0700) is out of their reach.
-    top = tempfile.mkdtemp(prefix="sbpostfix.")
-    os.chmod(top, 0o755)
-    try:
-        postfix_lmtp(env, pathlib.Path(top))
-    finally:
-        shutil.rmtree(top, ignore_errors=True)
+class Postfix:
+    """A throwaway postfix on loopback whose only destination, acme.example,
+    is the server's LMTP listener; it retries deferred mail every second
+    or two.  Stopped with `postfix stop` (its master's PID file)."""
 
-
-def postfix_lmtp(env, base):
-    conf, queue, data = base / "etc", base / "spool", base / "lib"
-    for d in (conf, queue, data):
-        d.mkdir(parents=True)
-    shutil.chown(data, "postfix", "postfix")
-    port = free_port()
-    (conf / "master.cf").write_text(POSTFIX_MASTER.format(port=port))
-    (conf / "main.cf").write_text(f"""
+    def __init__(self, lmtp_port):
+        # Its daemons run as user postfix: pytest's tmp_path (0700) is out of their reach.
+        self.base = pathlib.Path(tempfile.mkdtemp(prefix="sbpostfix."))
+        os.chmod(self.base, 0o755)
+        conf, queue, data = self.base / "etc", self.base / "spool", self.base / "lib"
+        for d in (conf, queue, data):
+            d.mkdir(parents=True)
+        shutil.chown(data, "postfix", "postfix")
+        self.port = free_port()
+        (conf / "master.cf").write_text(POSTFIX_MASTER.format(port=self.port))
+        (conf / "main.cf").write_text(f"""
 compatibility_level = 3.6
 queue_directory = {queue}
 data_directory = {data}
@@ -569,34 +566,83 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 mydestination =
 relay_domains = acme.example
-transport_maps = inline:{{ acme.example=lmtp:inet:127.0.0.1:{env.srv.lmtp_port} }}
+transport_maps = inline:{{ acme.example=lmtp:inet:127.0.0.1:{lmtp_port} }}
 smtpd_relay_restrictions = permit_mynetworks, reject
 mynetworks = 127.0.0.0/8
-maillog_file = {base}/maillog
-maillog_file_prefixes = {base}
+maillog_file = {self.base}/maillog
+maillog_file_prefixes = {self.base}
 smtputf8_enable = no
 lmtp_destination_concurrency_limit = 4
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
 """)
-    pf = ["postfix", "-c", str(conf)]
-    cp = subprocess.run(pf + ["start"], capture_output=True, text=True, timeout=60)
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    try:
-        wait_until(lambda: port_open(port), 30, message="postfix listens")
+        self.cmd = ["postfix", "-c", str(conf)]
+
+    def __enter__(self):
+        cp = subprocess.run(self.cmd + ["start"], capture_output=True, text=True, timeout=60)
+        if cp.returncode != 0:
+            self.__exit__()
+            raise AssertionError(f"postfix did not start: {cp.stdout}{cp.stderr}")
+        wait_until(lambda: port_open(self.port), 30, message="postfix listens")
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run(self.cmd + ["stop"], capture_output=True, timeout=60)
+        pid = self.base / "spool" / "pid" / "master.pid"
+        deadline = time.time() + 15
+        while pid.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def log(self):
+        path = self.base / "maillog"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.skipif(not os.path.exists(POSTFIX), reason="postfix is not installed")
+def test_postfix_delivers_over_lmtp(env):
+    with Postfix(env.srv.lmtp_port) as pf:
         for i in range(3):
-            sendmail(port, mail(f"via postfix {i}", f"relayed by postfix {i}",
-                                f"<pf-{i}@example.org>", sender="jane@example.org"),
+            sendmail(pf.port, mail(f"via postfix {i}", f"relayed by postfix {i}",
+                                   f"<pf-{i}@example.org>", sender="jane@example.org"),
                      sender="jane@example.org")
         for i in range(3):
             wait_until(lambda i=i: msg_ticket(env.db, f"<pf-{i}@example.org>"), 60,
                        message=f"postfix delivered message {i}")
-        log = (base / "maillog").read_text()
-        assert "status=sent" in log and "lmtp" in log
+        assert "status=sent" in pf.log() and "lmtp" in pf.log()
+
+
+@pytest.mark.skipif(not os.path.exists(POSTFIX), reason="postfix is not installed")
+def test_postfix_keeps_mail_while_the_database_is_down(pg_cluster_factory, start_server):
+    """451 while PostgreSQL is down: postfix keeps the mail in its queue and
+    delivers it once the database is back, and it is stored once."""
+    cluster = pg_cluster_factory()
+    assert run_cli(["migrate"], env_extra={"SWITCHBOARD_DATABASE_URL": cluster.url}).returncode == 0
+    cli_tenant(cluster.url, T, "Acme Mail")
+    cli_agent(cluster.url, "adm@mail.example", T, "admin")
+    catcher = Catcher()
+    try:
+        srv = start(cluster.url, start_server, catcher)
+        e = Env()
+        e.db, e.srv, e.adm, e.catcher, e.channels = cluster.url, srv, \
+            api_login(srv, "adm@mail.example"), catcher, []
+        new_channel(e)
+        wait_until(lambda: lmtp_rcpt_ok(srv.lmtp_port, ADDRESS), 20)
+        with Postfix(srv.lmtp_port) as pf:
+            cluster.stop()
+            sendmail(pf.port, mail("queued", "kept by postfix", "<pfq-1@example.org>",
+                                   sender="quinn@example.org"), sender="quinn@example.org")
+            wait_until(lambda: "status=deferred" in pf.log(), 60,
+                       message="postfix deferred the mail (451)")
+            assert "4.3.0" in pf.log()
+            cluster.start()
+            wait_until(lambda: "status=sent" in pf.log(), 90,
+                       message="postfix delivered the mail once the database was back")
+        assert one(cluster.url, "SELECT count(*) FROM messages"
+                                " WHERE external_id = '<pfq-1@example.org>'") == "1"
     finally:
-        subprocess.run(pf + ["stop"], capture_output=True, timeout=60)
-        pid = base / "spool" / "pid" / "master.pid"
-        deadline = time.time() + 15
-        while pid.exists() and time.time() < deadline:
-            time.sleep(0.2)
+        catcher.close()
 
 
 def port_open(port):
