@@ -314,7 +314,7 @@ typedef struct {
 static void email_msg_free(email_msg_t *em_msg)
 {
     sb_mail_free(em_msg->mail);
-    free(em_msg->text);
+    g_free(em_msg->text);
     free(em_msg->files);
     free(em_msg);
 }
@@ -343,7 +343,7 @@ static email_msg_t *email_msg_new(const char *raw, size_t len)
     }
     size_t n = strlen(m->mail->text);
     if (n == 0 && m->mail->nfiles == 0)
-        m->text = strdup("(empty message)");
+        m->text = g_strdup("(empty message)");
     else
         m->text = g_strndup(m->mail->text, n > EMAIL_MAX_TEXT ? EMAIL_MAX_TEXT : n);
     /* Cut on a character boundary: the host refuses broken UTF-8. */
