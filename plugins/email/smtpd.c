@@ -30,6 +30,9 @@
 #define SMTPD_DEFAULT_MAX_RCPTS 100
 #define SMTPD_DEFAULT_MAX_CLIENTS 200
 #define SMTPD_DEFAULT_TIMEOUT_MS 300000
+/* Protocol errors (500, 501, 503, 555) a session may make before it is
+ * closed: a client that only sends garbage holds a slot for nothing. */
+#define SMTPD_MAX_ERRORS 20
 
 /* A broken invariant is the owner's bug (a result given twice): abort. */
 #define SMTPD_ASSERT(e) ((e) ? (void)0 : smtpd_assert_fail(#e, __FILE__, __LINE__))
@@ -66,6 +69,7 @@ struct smtpd_conn {
     /* One per open handle, plus one while a transaction waits for results. */
     int refs;
     unsigned writes;         /* uv_write requests not yet completed */
+    unsigned errors;         /* protocol errors so far */
     unsigned counted : 1;    /* holds a max_clients slot */
     unsigned closing : 1;    /* uv_close called */
     unsigned quitting : 1;   /* no more input: close once the replies are out */
@@ -182,6 +186,7 @@ static void envelope_reset(smtpd_conn_t *c)
  *=========================================================================*/
 
 static void conn_reply(smtpd_conn_t *c, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void conn_quit(smtpd_conn_t *c);
 
 static void conn_reply(smtpd_conn_t *c, const char *fmt, ...)
 {
@@ -193,6 +198,13 @@ static void conn_reply(smtpd_conn_t *c, const char *fmt, ...)
     g_string_append_vprintf(c->out, fmt, ap);
     va_end(ap);
     g_string_append(c->out, "\r\n");
+    if (!c->quitting &&
+        (strncmp(fmt, "500", 3) == 0 || strncmp(fmt, "501", 3) == 0 ||
+         strncmp(fmt, "503", 3) == 0 || strncmp(fmt, "555", 3) == 0) &&
+        ++c->errors >= SMTPD_MAX_ERRORS) {
+        g_string_append(c->out, "421 4.7.0 Error: too many errors\r\n");
+        conn_quit(c);
+    }
 }
 
 static void conn_on_write(uv_write_t *req, int status)

@@ -415,6 +415,24 @@ def test_line_too_long_500_and_session_goes_on(smtpd):
         assert_reply(send_raw_message(w, simple_message()), 250)
 
 
+def test_too_many_protocol_errors_close_the_session(smtpd):
+    """20 protocol errors and the client is let go (421), as postfix's
+    smtpd_hard_error_limit does: garbage must not hold a slot for ever."""
+    drv = smtpd()
+    with greeted(drv.port) as w:
+        for _ in range(19):
+            assert_reply(w.cmd("BOGUS"), 500, "5.5.2")
+        code, text = w.cmd("BOGUS")
+        assert code == 500
+        assert_reply(w.reply(), 421, "4.7.0")
+        assert w.closed()
+    # A session that recovers before the limit goes on.
+    with greeted(drv.port) as w:
+        for _ in range(10):
+            assert_reply(w.cmd("BOGUS"), 500, "5.5.2")
+        assert_reply(send_raw_message(w, simple_message()), 250)
+
+
 def test_commands_out_of_order_503(smtpd):
     drv = smtpd()
     with Wire(drv.port) as w:
