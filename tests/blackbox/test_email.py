@@ -33,11 +33,12 @@ SWAKS = shutil.which("swaks") or "/usr/bin/swaks"
 
 class Catcher:
     """An SMTP server on loopback that stores every message (and can be
-    told to refuse the next ones with a given reply)."""
+    told to refuse the next ones to a recipient with a given reply)."""
 
     def __init__(self):
         self.messages = []
-        self.refuse = []          # replies to DATA's end, used up one per message
+        # (recipient, reply to DATA's end), used up one per message to that recipient
+        self.refuse = []
         self.lock = threading.Lock()
         catcher = self
 
@@ -70,7 +71,7 @@ class Catcher:
                                 break
                             data += chunk[1:] if chunk.startswith(b"..") else chunk
                         with catcher.lock:
-                            answer = catcher.refuse.pop(0) if catcher.refuse else None
+                            answer = catcher.refused(rcpts)
                             if answer is None:
                                 catcher.messages.append((sender, rcpts, bytes(data)))
                         self.reply(answer or "250 2.0.0 Ok: queued")
@@ -88,6 +89,14 @@ class Catcher:
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def refused(self, rcpts):
+        """The reply to use up for a message to rcpts, or None (accepted)."""
+        for i, (who, answer) in enumerate(self.refuse):
+            if any(who in r for r in rcpts):
+                del self.refuse[i]
+                return answer
+        return None
 
     def parsed(self):
         with self.lock:
@@ -459,7 +468,7 @@ def test_relay_refusals_retry_then_fail(env):
     number = msg_ticket(env.db, "<rl-1@example.org>")
     replies_to(env, "ivan@example.org", 1)
     with env.catcher.lock:
-        env.catcher.refuse += ["451 4.3.0 try later", "554 5.7.1 refused"]
+        env.catcher.refuse += [("ivan@", "451 4.3.0 try later"), ("ivan@", "554 5.7.1 refused")]
     m = expect(env.adm.post(f"tenants/{T}/tickets/{number}/messages",
                             {"kind": "reply", "text": "will be refused"}), 201)
     wait_until(lambda: one(env.db, f"SELECT delivery_status FROM messages WHERE id = {m['id']}")
